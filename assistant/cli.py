@@ -1,0 +1,166 @@
+"""``servewise``: the command line. Settings are loaded here, once, and passed down.
+
+Heavy imports (torch, chromadb) happen inside commands so ``servewise --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from assistant.config import Settings, load_settings
+from assistant.errors import ServeWiseError
+
+#: Offline by design: models come from installed packages, never from a hub.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "ANONYMIZED_TELEMETRY": "False",
+}
+
+
+class Context:
+    """What every command gets: the settings tree."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML settings file (default: $SERVEWISE_CONFIG).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the index lives (default: ./.servewise or $SERVEWISE_DATA_DIR).",
+)
+@click.version_option(package_name="servewise")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, data_dir: str | None) -> None:
+    """ServeWise: decide between KServe and Ray Serve, grounded in criteria and your manifests."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    ctx.obj = Context(load_settings(config_file, overrides))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-v", "--verbose", is_flag=True, help="Also list unchanged files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def ingest(ctx: Context, paths: tuple[str, ...], verbose: bool, as_json: bool) -> None:
+    """Index Markdown, text, HTML and Kubernetes YAML files (incremental)."""
+    from assistant.ingest.indexer import Ingestor
+
+    report = Ingestor.from_config(ctx.settings)(paths)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "files": [vars(f) for f in report.files],
+                    "embedded": report.embedded,
+                    "total_chunks": report.total_chunks,
+                    "seconds": report.seconds,
+                },
+                indent=2,
+            )
+        )
+        return
+    marks = {"added": "+", "changed": "~", "unchanged": "=", "removed": "-", "skipped": "!"}
+    for f in report.files:
+        if f.status == "unchanged" and not verbose:
+            continue
+        detail = f.reason if f.status == "skipped" else f"{f.chunks} chunk{'s' * (f.chunks != 1)}"
+        click.echo(f"{marks[f.status]} {f.status:<9} {f.source}: {detail}")
+        for obj in f.objects if f.status != "unchanged" or verbose else []:
+            click.echo(f"    {obj}")
+        for skipped in f.skipped_objects:
+            click.echo(f"    ! skipped {skipped}")
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=None, help="Number of results.")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    help="Only this source type: criterion, platform, manifest, doc (repeatable).",
+)
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    help="Only this platform: kserve, ray-serve, neutral (repeatable).",
+)
+@click.option("--reranker", type=click.Choice(["maxsim", "cross-encoder", "none"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@pass_ctx
+def search(
+    ctx: Context,
+    query: str,
+    k: int | None,
+    types: tuple[str, ...],
+    platforms: tuple[str, ...],
+    reranker: str | None,
+    as_json: bool,
+) -> None:
+    """Ranked passages for QUERY, with score, source and section or field path."""
+    from assistant.retriever import Query
+    from assistant.search import Searcher
+
+    parsed = Query.parse(query, types, platforms)
+    result = Searcher.from_config(ctx.settings, reranker=reranker)(parsed, k)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    if not result.hits:
+        click.echo("No matching passages in the index.")
+    for n, hit in enumerate(result.hits, 1):
+        c = hit.chunk
+        click.echo(f"{n}. {c.ref}  [{c.source_type}, {c.platform}]  score {hit.score:.4f}")
+        click.echo(f"   {c.source} :: {c.locator}")
+        for field in c.fields()[:4]:
+            click.echo(f"   {field['path']} = {field['value']}")
+        preview = " ".join(c.text.split())[:160]
+        click.echo(f"   {preview}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="servewise", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ServeWiseError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

