@@ -103,8 +103,11 @@ def test_cross_encoder_code_path(tmp_path, corpus_index, embedder, searcher):
 
     CrossEncoder(packaged_model_path(), num_labels=1, device="cpu").save(str(tmp_path / "ce"))
     settings = corpus_index.model_copy(
-        update={"reranker": corpus_index.reranker.model_copy(update={"kind": "cross-encoder",
-                                                                    "model_dir": str(tmp_path / "ce")})}
+        update={
+            "reranker": corpus_index.reranker.model_copy(
+                update={"kind": "cross-encoder", "model_dir": str(tmp_path / "ce")}
+            )
+        }
     )
     reranker = CrossEncoderReranker.from_config(settings)
     query = Query.parse("canary rollout")
@@ -134,8 +137,18 @@ def test_langchain_adapter_composes_with_lcel(searcher):
 
 
 def test_cli_search_json(corpus_index):
-    cmd = [sys.executable, "-m", "assistant.cli", "--data-dir", str(corpus_index.data_dir),
-           "search", "who should own the serving contract", "--json", "-k", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "assistant.cli",
+        "--data-dir",
+        str(corpus_index.data_dir),
+        "search",
+        "who should own the serving contract",
+        "--json",
+        "-k",
+        "3",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
     data = json.loads(out.stdout)
     assert data["results"][0]["ref"] == "review/contract-owner"

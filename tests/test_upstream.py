@@ -29,13 +29,27 @@ def test_every_object_is_listed_and_every_skip_has_a_reason(upstream):
     _, report = upstream
     kinds = Counter(o.split("/")[0] for f in report.files for o in f.objects)
     # The counts that upstream/README.md states for the 73 YAML documents.
-    assert kinds == {"InferenceService": 29, "RayService": 9, "ClusterServingRuntime": 6, "ConfigMap": 6,
-                     "RayCluster": 5, "RayJob": 4, "InferenceGraph": 3, "LLMInferenceService": 3,
-                     "TrainedModel": 2, "Secret": 2, "LLMInferenceServiceConfig": 1, "Pod": 1,
-                     "Service": 1, "Deployment": 1}
+    assert kinds == {
+        "InferenceService": 29,
+        "RayService": 9,
+        "ClusterServingRuntime": 6,
+        "ConfigMap": 6,
+        "RayCluster": 5,
+        "RayJob": 4,
+        "InferenceGraph": 3,
+        "LLMInferenceService": 3,
+        "TrainedModel": 2,
+        "Secret": 2,
+        "LLMInferenceServiceConfig": 1,
+        "Pod": 1,
+        "Service": 1,
+        "Deployment": 1,
+    }
     skipped = {f.source.rsplit("/", 1)[-1]: f.reason for f in report.files if f.status == "skipped"}
-    assert skipped == {name: f"unsupported file type '{name}'"
-                       for name in ("LICENSE-kserve", "LICENSE-kuberay", "LICENSE-ray")}
+    assert skipped == {
+        name: f"unsupported file type '{name}'"
+        for name in ("LICENSE-kserve", "LICENSE-kuberay", "LICENSE-ray")
+    }
     assert all(f.status == "added" for f in report.files if f.status != "skipped")
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from assistant.config import Settings
 from assistant.errors import BackendMissingError
 from assistant.retriever import Query
@@ -29,8 +31,8 @@ class ServeWiseRetriever(BaseRetriever):
 
     searcher: Any
     k: int = 5
-    source_types: list[str] = []
-    platforms: list[str] = []
+    source_types: list[str] = Field(default_factory=list)
+    platforms: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_config(cls, settings: Settings, **kwargs: Any) -> ServeWiseRetriever:
