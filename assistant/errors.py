@@ -38,6 +38,12 @@ class ModelLoadError(ServeWiseError):
     code = "model_unavailable"
 
 
+class GenerationError(ServeWiseError):
+    """The text generator failed or cannot be reached (engine died, server down, HTTP error)."""
+
+    code = "generation_failed"
+
+
 class StoreError(ServeWiseError):
     """The vector store or the lexical index failed or cannot be reached."""
 

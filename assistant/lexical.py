@@ -77,14 +77,15 @@ STOPWORDS = frozenset(
         "your",
     ]
 )
-FORMAT = 2  # bump when tokenize() changes: saved indexes are then rebuilt
+FORMAT = 3  # bump when tokenize() changes: saved indexes are then rebuilt
 
 
 _STEMMER = snowballstemmer.stemmer("english")
 
 
 @lru_cache(maxsize=200_000)
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """English Snowball stem of a lower-case word."""
     return _STEMMER.stemWord(word)
 
 
@@ -95,9 +96,9 @@ def tokenize(text: str) -> list[str]:
         whole = word.lower().strip("._-/")
         parts = [p.lower() for p in _PART.findall(word)]
         if whole and whole not in STOPWORDS:
-            terms.append(_stem(whole) if whole.isalpha() and len(parts) <= 1 else whole)
+            terms.append(stem(whole) if whole.isalpha() and len(parts) <= 1 else whole)
         if len(parts) > 1:
-            terms.extend(_stem(p) for p in parts if p not in STOPWORDS and p != whole)
+            terms.extend(stem(p) for p in parts if len(p) > 1 and p not in STOPWORDS and p != whole)
     return terms
 
 

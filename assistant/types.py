@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 SourceType = Literal["criterion", "platform", "manifest", "doc"]
 SOURCE_TYPES: tuple[str, ...] = ("criterion", "platform", "manifest", "doc")
 PLATFORMS: tuple[str, ...] = ("kserve", "ray-serve", "neutral")
@@ -121,3 +123,33 @@ class ScoredChunk:
             "text": c.text,
             "stages": {k: round(v, 6) for k, v in self.stages.items()},
         }
+
+
+class Citation(BaseModel):
+    """A source an answer relied on: ``id`` is the criterion id, doc section or ``Kind/name``."""
+
+    id: str
+    title: str
+    source: str
+    locator: str
+    text: str
+
+
+class Answer(BaseModel):
+    """The answer contract returned by the CLI (``ask --json``), the API and the eval harness."""
+
+    answer: str
+    recommendation: Literal["kserve", "ray-serve"] | None = None
+    confidence: float = 0.0
+    declined: bool = False
+    citations: list[Citation] = []
+    timings: dict[str, float] = {}
+    model: str = ""
+    conversation_id: str = ""
+
+
+class Turn(BaseModel):
+    """One message of a conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str

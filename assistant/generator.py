@@ -1,0 +1,433 @@
+"""Text generators behind one small async interface.
+
+Two backends:
+
+* :class:`VLLMGenerator`: vLLM's ``AsyncLLMEngine`` in this process (continuous batching, so many
+  concurrent streams share the model). The CPU build (``servewise[cpu]``) runs the packaged
+  SmolLM2-135M-Instruct; the CUDA build (``servewise[gpu]``) runs any local model directory.
+* :class:`OpenAICompatibleGenerator`: any OpenAI-compatible server (vLLM's own, a hosted API),
+  through the ``openai`` client.
+
+Both stream text deltas; :func:`complete` joins them. Heavy packages are imported when a backend
+starts, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from assistant.config import GeneratorSettings, Settings
+from assistant.errors import (
+    BackendMissingError,
+    ConfigError,
+    GenerationError,
+    InputError,
+    ServeWiseError,
+)
+from assistant.models import PACKAGED_GENERATOR_NAME, display_name, resolve_generator_model
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class GenerationParams:
+    """Sampling parameters of one request."""
+
+    max_tokens: int = 256
+    temperature: float = 0.2
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings, **overrides: Any) -> GenerationParams:
+        """Defaults from the generator settings (``max_tokens``, ``temperature``), then overrides."""
+        values: dict[str, Any] = {"max_tokens": settings.max_tokens, "temperature": settings.temperature}
+        values.update(overrides)
+        return cls(**values)
+
+
+class Generator(Protocol):
+    """What the answer pipeline needs from a text generator."""
+
+    #: The model name shown to users.
+    name: str
+
+    def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[str]:
+        """Yield the answer to a chat (``[{"role": ..., "content": ...}]``) as text deltas.
+
+        Implemented as ``async def ... yield``. Closing the iterator early (or cancelling the task
+        consuming it) stops the request in the backend.
+        """
+        ...
+
+    async def start(self) -> None:
+        """Load the model or connect; idempotent and safe to call concurrently."""
+        ...
+
+    async def check(self) -> None:
+        """Raise :class:`GenerationError` when the generator is not usable."""
+        ...
+
+    async def close(self) -> None:
+        """Release the engine or the connection; :meth:`start` may be called again afterwards."""
+        ...
+
+
+async def complete(generator: Generator, messages: Messages, params: GenerationParams | None = None) -> str:
+    """The whole answer: the stream's deltas joined."""
+    parts = [delta async for delta in generator.stream(messages, params or GenerationParams())]
+    return "".join(parts)
+
+
+def build_generator(settings: Settings) -> Generator:
+    """The generator that ``settings.generator.kind`` selects (not started yet)."""
+    kind = settings.generator.kind
+    if kind == "vllm":
+        return VLLMGenerator.from_config(settings.generator, settings.data_dir)
+    if kind == "openai":
+        return OpenAICompatibleGenerator.from_config(settings.generator, settings.data_dir)
+    raise ConfigError(f"generator.kind: unknown generator {kind!r}")
+
+
+def _check_messages(messages: Messages) -> None:
+    if not messages:
+        raise InputError("a chat needs at least one message")
+    for message in messages:
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise InputError("each chat message needs a 'role' and a 'content'")
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# -- vLLM in-process ----------------------------------------------------------------------------
+
+
+def cpu_threads_bind(value: str) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND``: ``"auto"`` means every CPU this process may run on."""
+    if value != "auto":
+        return value
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpus = cpus or list(range(os.cpu_count() or 1))
+    ranges: list[list[int]] = []
+    for cpu in cpus:
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+
+
+def set_vllm_cpu_env(settings: GeneratorSettings) -> None:
+    """Defaults for vLLM's CPU build, which reads them when imported; explicit variables win.
+
+    Harmless for the CUDA build, which ignores them.
+    """
+    defaults = {
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.cpu_kvcache_gb),
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_threads_bind(settings.cpu_threads_bind),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+class VLLMGenerator:
+    """vLLM's ``AsyncLLMEngine`` in this process: one engine, many concurrent streams."""
+
+    def __init__(self, settings: GeneratorSettings, data_dir: Path) -> None:
+        self.settings = settings
+        self.data_dir = Path(data_dir)
+        self.name = display_name(settings.model) if settings.model else PACKAGED_GENERATOR_NAME
+        self.model_path: str | None = None
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._vllm: Any = None
+        self._start_lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, settings: GeneratorSettings, data_dir: Path) -> VLLMGenerator:
+        """Build from settings; an empty ``model`` means the packaged SmolLM2 (converted on start)."""
+        return cls(settings, data_dir)
+
+    @property
+    def engine(self) -> Any:
+        """The running ``AsyncLLMEngine`` (for metrics and tests)."""
+        if self._engine is None:
+            raise GenerationError(f"the vLLM generator ({self.name}) is not started")
+        return self._engine
+
+    async def start(self) -> None:
+        """Resolve (convert) the model and start the engine, off the event loop (~20 s on CPU)."""
+        async with self._start_lock:
+            if self._engine is not None:
+                return
+            self.model_path = await asyncio.to_thread(resolve_generator_model, self.settings, self.data_dir)
+            # Set inside the thread: a returned engine would stay referenced by the thread pool.
+            await asyncio.to_thread(self._build_engine, self.model_path)
+            self._tokenizer = self._engine.get_tokenizer()
+            if not getattr(self._tokenizer, "chat_template", None):
+                await self.close()
+                raise GenerationError(f"the generator model {self.model_path} has no chat template")
+
+    def _build_engine(self, model_path: str) -> None:
+        set_vllm_cpu_env(self.settings)
+        self._vllm = _import_vllm()
+        s = self.settings
+        args = self._vllm.AsyncEngineArgs(
+            model=model_path,
+            served_model_name=self.name,
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            enforce_eager=s.enforce_eager,
+            disable_log_stats=True,
+        )
+        try:
+            self._engine = self._vllm.AsyncLLMEngine.from_engine_args(args)
+        except Exception as exc:
+            raise GenerationError(f"cannot start vLLM with {model_path}: {_one_line(exc)}") from exc
+
+    async def check(self) -> None:
+        """Raise when the engine is not started or has died."""
+        try:
+            await self.engine.check_health()
+        except ServeWiseError:
+            raise
+        except Exception as exc:
+            raise GenerationError(f"the vLLM engine ({self.name}) is not healthy: {_one_line(exc)}") from exc
+
+    async def close(self) -> None:
+        """Shut the engine (and its background process) down."""
+        engine, self._engine, self._tokenizer = self._engine, None, None
+        if engine is not None:
+            engine.shutdown()
+            del engine
+            gc.collect()  # collect the engine now, not at interpreter exit when vLLM's __del__ fails
+
+    def render(self, messages: Messages) -> str:
+        """The prompt text: the model's chat template with the assistant turn opened."""
+        _check_messages(messages)
+        try:
+            return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja errors: e.g. a template that rejects a role order
+            raise InputError(f"the chat template of {self.name} rejects these messages: {exc}") from exc
+
+    def sampling_params(self, params: GenerationParams) -> Any:
+        """vLLM ``SamplingParams`` streaming deltas (``RequestOutputKind.DELTA``)."""
+        return self._vllm.SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            output_kind=self._vllm.RequestOutputKind.DELTA,
+        )
+
+    async def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[str]:
+        """Yield text deltas; closing or cancelling the consumer aborts the request in vLLM."""
+        await self.start()
+        engine = self.engine
+        text = self.render(messages)
+        with self._translate_errors():
+            prompt = await self._engine_input(text)
+        request_id = f"servewise-{uuid.uuid4().hex}"
+        outputs = engine.generate(
+            prompt,
+            self.sampling_params(params),
+            request_id,
+            tokenization_kwargs={"add_special_tokens": False},  # the chat template has them
+        )
+        finished = False
+        try:
+            with self._translate_errors():
+                async for output in outputs:
+                    finished = output.finished
+                    delta = output.outputs[0].text if output.outputs else ""
+                    if delta:
+                        yield delta
+        finally:
+            await outputs.aclose()  # vLLM aborts the request when its generator is closed early
+            if not finished:
+                await engine.abort(request_id)
+
+    async def _engine_input(self, text: str) -> Any:
+        """The prompt tokenized by the engine's renderer (vLLM >= 0.32), else a plain text prompt.
+
+        Rendering here, as vLLM's own chat endpoint does, avoids the deprecated raw-prompt path
+        and checks the prompt against ``max_model_len`` before the request is queued.
+        """
+        renderer = getattr(self._engine, "renderer", None)
+        if renderer is None or not hasattr(renderer, "render_cmpl_async"):
+            return {"prompt": text}
+        (engine_input,) = await renderer.render_cmpl_async(
+            [{"prompt": text}], renderer.default_chat_tok_params
+        )
+        return engine_input
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        exceptions = self._vllm.exceptions
+        try:
+            yield
+        except exceptions.VLLMClientError as exc:
+            raise InputError(f"{self.name} rejected the request: {_one_line(exc)}") from exc
+        except exceptions.EngineDeadError as exc:
+            raise GenerationError(f"the vLLM engine ({self.name}) died; restart the service") from exc
+        except (exceptions.VLLMError, RuntimeError, ValueError) as exc:
+            raise GenerationError(f"generation with {self.name} failed: {_one_line(exc)}") from exc
+
+
+@dataclass
+class _VLLMModules:
+    """The few vLLM names this module uses, imported together."""
+
+    AsyncEngineArgs: Any
+    AsyncLLMEngine: Any
+    SamplingParams: Any
+    RequestOutputKind: Any
+    exceptions: Any
+
+
+@dataclass
+class _VLLMExceptions:
+    VLLMError: type[BaseException]
+    VLLMClientError: type[BaseException]
+    EngineDeadError: type[BaseException]
+
+
+def _import_vllm() -> _VLLMModules:
+    """Import vLLM (after :func:`set_vllm_cpu_env`), with an install hint when it is missing."""
+    try:
+        from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams
+        from vllm.exceptions import VLLMClientError, VLLMError
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError as exc:
+        raise BackendMissingError("The vllm generator", "vllm", "cpu") from exc
+    errors = _VLLMExceptions(VLLMError, VLLMClientError, EngineDeadError)
+    return _VLLMModules(AsyncEngineArgs, AsyncLLMEngine, SamplingParams, RequestOutputKind, errors)
+
+
+# -- OpenAI-compatible server -------------------------------------------------------------------
+
+
+class OpenAICompatibleGenerator:
+    """Chat completions from an OpenAI-compatible server (``vllm serve``, a hosted API)."""
+
+    def __init__(self, base_url: str, model: str = "", api_key: str | None = None, timeout_s: float = 120.0):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.name = display_name(model) if model else ""
+        self._client: Any = None
+        self._openai: Any = None
+
+    @classmethod
+    def from_config(
+        cls, settings: GeneratorSettings, data_dir: Path | None = None
+    ) -> OpenAICompatibleGenerator:
+        """Build from settings; needs ``base_url``. An empty ``model``: the server's first model."""
+        if not settings.base_url:
+            raise ConfigError("generator.base_url is required when generator.kind is 'openai'")
+        model = resolve_generator_model(settings, Path(data_dir or "."))
+        return cls(settings.base_url, model, settings.api_key, settings.timeout_s)
+
+    async def start(self) -> None:
+        """Create the client; ask the server for its model when none is configured."""
+        if self._client is None:
+            self._openai = _import_openai()
+            self._client = self._openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout_s, max_retries=0
+            )
+        if not self.model:
+            served = await self._served_models()
+            if not served:
+                raise GenerationError(f"the generator at {self.base_url} serves no model")
+            self.model, self.name = served[0], display_name(served[0])
+
+    async def _served_models(self) -> list[str]:
+        with self._translate_errors():
+            page = await self._client.models.list()
+            return [m.id for m in page.data]
+
+    async def check(self) -> None:
+        """List the server's models; raise when it is unreachable or lacks the configured model."""
+        await self.start()
+        served = await self._served_models()
+        if self.model not in served:
+            raise GenerationError(
+                f"the generator at {self.base_url} does not serve {self.model!r} (it serves: "
+                f"{', '.join(served) or 'nothing'})"
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[str]:
+        """Yield text deltas of a streamed chat completion; closing early closes the connection."""
+        _check_messages(messages)
+        await self.start()
+        with self._translate_errors():
+            response = await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                stream=True,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                stop=list(params.stop) or None,
+                seed=params.seed,
+            )
+        try:
+            with self._translate_errors():
+                async for chunk in response:
+                    delta = chunk.choices[0].delta.content if chunk.choices else None
+                    if delta:
+                        yield delta
+        finally:
+            await response.close()  # the server aborts the request when the client goes away
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        openai, url = self._openai, self.base_url
+        try:
+            yield
+        except openai.APITimeoutError as exc:
+            raise GenerationError(
+                f"the generator at {url} did not answer within {self.timeout_s:g} s"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            reason = _one_line(exc.__cause__ or exc)
+            raise GenerationError(f"cannot connect to the generator at {url}: {reason}") from exc
+        except openai.APIStatusError as exc:
+            detail = _one_line(exc.message)
+            raise GenerationError(
+                f"the generator at {url} answered HTTP {exc.status_code}: {detail}"
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise GenerationError(f"the generator at {url} failed: {_one_line(exc)}") from exc
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:
+        raise BackendMissingError("The openai generator", "openai") from exc
+    return openai
