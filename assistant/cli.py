@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +24,7 @@ OFFLINE_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "ANONYMIZED_TELEMETRY": "False",
+    "VLLM_LOGGING_LEVEL": "WARNING",
 }
 
 
@@ -178,6 +180,12 @@ def ask(ctx: Context, question: str, as_json: bool, conversation: str | None) ->
     """Answer QUESTION with a recommendation (where warranted) and citations."""
     import asyncio
 
+    from assistant.conversations import Conversations
+    from assistant.pipeline import validate_question
+
+    question = validate_question(question, ctx.settings.answer.max_question_chars)
+    if conversation:
+        Conversations(Path(ctx.settings.data_dir) / "conversations.sqlite").require(conversation)
     assistant = _build_assistant(ctx.settings)
 
     async def run():

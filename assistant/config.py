@@ -105,7 +105,7 @@ class GeneratorSettings(_Section):
     api_key: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
     max_tokens: int = Field(default=256, ge=1, le=4096)
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy (best for small models).")
 
 
 class DecisionSettings(_Section):

@@ -79,7 +79,8 @@ QUESTION_SIGNALS: dict[str, list[tuple[str, float]]] = {
             1.0,
         ),
         (
-            r"\b(crds?|custom resources?|kubernetes[- ]native|kubernetes resources|yaml manifests?|kubectl)\b",
+            r"\b(crds?|custom resources?|kubernetes[- ]native|kubernetes resources|yaml manifests?|"
+            r"kubectl)\b",
             1.0,
         ),
         (r"\b(revisions?|canary|traffic split\w*|scale[- ]to[- ]zero|knative)\b", 0.5),

@@ -91,6 +91,7 @@ def ensure_packaged_generator(data_dir: Path) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             convert_gguf(gguf_file, tmp)
+            _make_readable(tmp)
             if target.exists():  # an incomplete directory left by hand or an older version
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -109,8 +110,8 @@ def resolve_generator_model(settings: GeneratorSettings, data_dir: Path) -> str:
     if settings.kind == "openai":
         return settings.model or ""
     if not settings.model:
-        return str(ensure_packaged_generator(data_dir))
-    path = Path(settings.model).expanduser()
+        return str(ensure_packaged_generator(data_dir).absolute())
+    path = Path(settings.model).expanduser().absolute()
     if not path.is_dir():
         raise ModelLoadError(f"generator model directory not found: {path}")
     if not (path / "config.json").is_file():
@@ -171,6 +172,13 @@ def _drop_quantization(model: Any) -> None:
             model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")
+
+
+def _make_readable(directory: Path) -> None:
+    """mkdtemp and safetensors create owner-only entries; the model is readable like a download."""
+    directory.chmod(0o755)
+    for path in directory.iterdir():
+        path.chmod(0o644)
 
 
 def _remove_stale_temps(target: Path) -> None:

@@ -33,6 +33,16 @@ DECLINE_TEXT = (
 )
 
 
+def validate_question(question: str, limit: int) -> str:
+    """The stripped question, or an :class:`InputError` saying what is wrong with it."""
+    question = (question or "").strip()
+    if not question:
+        raise InputError("the question is empty")
+    if len(question) > limit:
+        raise InputError(f"the question is {len(question)} characters; the limit is {limit}")
+    return question
+
+
 @dataclass
 class Prepared:
     """Everything decided before generation starts."""
@@ -130,13 +140,7 @@ class Assistant:
         return prep
 
     def _validate(self, question: str) -> str:
-        question = (question or "").strip()
-        if not question:
-            raise InputError("the question is empty")
-        limit = self.settings.answer.max_question_chars
-        if len(question) > limit:
-            raise InputError(f"the question is {len(question)} characters; the limit is {limit}")
-        return question
+        return validate_question(question, self.settings.answer.max_question_chars)
 
     def _finish(
         self, prep: Prepared, text: str, citations: list, declined: bool = False, composed: bool = False

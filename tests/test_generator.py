@@ -29,7 +29,7 @@ from assistant.generator import (
     VLLMGenerator,
     build_generator,
     complete,
-    cpu_threads_bind,
+    vllm_env,
 )
 from assistant.models import (
     PACKAGED_GENERATOR_NAME,
@@ -116,7 +116,7 @@ def test_waiting_converter_reuses_what_the_lock_holder_wrote(converted, tmp_path
 def test_resolve_generator_model(converted, tmp_path):
     data_dir = converted[0]
     packaged = make_settings(data_dir).generator
-    assert resolve_generator_model(packaged, data_dir) == str(packaged_generator_dir(data_dir))
+    assert resolve_generator_model(packaged, data_dir) == str(packaged_generator_dir(data_dir).absolute())
     missing = make_settings(data_dir, generator={"model": str(tmp_path / "nope")}).generator
     with pytest.raises(ModelLoadError, match="not found"):
         resolve_generator_model(missing, data_dir)
@@ -138,11 +138,19 @@ def test_build_generator_by_kind(tmp_path):
         build_generator(make_settings(tmp_path, generator={"kind": "openai"}))
 
 
-def test_cpu_threads_bind():
-    assert cpu_threads_bind("0-3,8") == "0-3,8"
+def test_vllm_env(tmp_path):
+    explicit = vllm_env(make_settings(tmp_path, generator={"cpu_threads_bind": "0-3,8"}).generator)
+    assert explicit == {
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": "0-3,8",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_LOGGING_STREAM": "ext://sys.stderr",
+    }
+    auto = vllm_env(make_settings(tmp_path).generator)
     cpus = sorted(os.sched_getaffinity(0))
-    if cpus == list(range(len(cpus))):
-        assert cpu_threads_bind("auto") == (f"0-{len(cpus) - 1}" if len(cpus) > 1 else "0")
+    if cpus == [0, 1]:  # this box: OpenMP on one core, the other left to the engine loop
+        assert auto["VLLM_CPU_OMP_THREADS_BIND"] == "0"
+        assert auto["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
 
 
 def test_unstarted_vllm_generator_is_not_healthy(loop, tmp_path):
@@ -150,21 +158,27 @@ def test_unstarted_vllm_generator_is_not_healthy(loop, tmp_path):
     assert generator.name == PACKAGED_GENERATOR_NAME
     with pytest.raises(GenerationError, match="not started"):
         loop.run_until_complete(generator.check())
+    with pytest.raises(InputError, match="at least one message"):  # checked before the engine starts
+        loop.run_until_complete(complete(generator, []))
+    with pytest.raises(InputError, match="'role' and a 'content'"):
+        loop.run_until_complete(complete(generator, [{"text": "hi"}]))
 
 
 # -- vLLM in-process ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="class")
+def generator(converted, loop) -> Iterator[VLLMGenerator]:
+    """The packaged model on vLLM in-process, started once for the class."""
+    settings = make_settings(converted[0], generator=ENGINE)
+    generator = VLLMGenerator.from_config(settings.generator, settings.data_dir)
+    loop.run_until_complete(generator.start())
+    yield generator
+    loop.run_until_complete(generator.close())
+
+
 @pytest.mark.slow
 class TestVLLMGenerator:
-    @pytest.fixture(scope="class")
-    def generator(self, converted, loop) -> Iterator[VLLMGenerator]:
-        settings = make_settings(converted[0], generator=ENGINE)
-        generator = VLLMGenerator.from_config(settings.generator, settings.data_dir)
-        loop.run_until_complete(generator.start())
-        yield generator
-        loop.run_until_complete(generator.close())
-
     def test_streams_an_answer(self, generator, loop):
         async def collect() -> list[str]:
             return [delta async for delta in generator.stream(FRANCE, GREEDY)]
@@ -236,9 +250,9 @@ class TestVLLMGenerator:
 
         assert "Paris" in loop.run_until_complete(scenario())
 
-    def test_too_long_prompt_is_an_input_error(self, generator, loop):
+    def test_too_long_prompt_is_a_clear_error(self, generator, loop):
         long = [{"role": "user", "content": "tell me about serving " * 600}]
-        with pytest.raises(InputError, match="rejected"):
+        with pytest.raises(GenerationError, match=r"rejected the request: .*maximum context length is 1024"):
             loop.run_until_complete(complete(generator, long, GREEDY))
         assert "Paris" in loop.run_until_complete(complete(generator, FRANCE, GREEDY))
 
@@ -253,37 +267,38 @@ async def wait_until_idle(generator: VLLMGenerator, timeout: float = 5.0) -> Non
 # -- OpenAI-compatible server ------------------------------------------------------------------
 
 
+@pytest.fixture(scope="class")
+def server(converted, tmp_path_factory) -> Iterator[str]:
+    """``python -m vllm.entrypoints.openai.api_server`` on a free loopback port; its /v1 URL."""
+    port, log_path = free_port(), tmp_path_factory.mktemp("vllm-server") / "server.log"
+    env = dict(os.environ) | vllm_env(make_settings(converted[0], generator=ENGINE).generator)
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--model", str(packaged_generator_dir(converted[0]))]
+    command += ["--served-model-name", "smollm2", "--max-model-len", "1024", "--max-num-seqs", "8"]
+    command += ["--enforce-eager", "--disable-log-stats"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for_health(proc, f"http://127.0.0.1:{port}/health", log_path)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def remote(tmp_path: Path, base_url: str, **overrides) -> OpenAICompatibleGenerator:
+    values = {"kind": "openai", "base_url": base_url, **overrides}
+    return build_generator(make_settings(tmp_path, generator=values))
+
+
 @pytest.mark.slow
 class TestOpenAICompatibleGenerator:
-    @pytest.fixture(scope="class")
-    def server(self, converted, tmp_path_factory) -> Iterator[str]:
-        """``python -m vllm.entrypoints.openai.api_server`` on a free loopback port; its /v1 URL."""
-        port, log_path = free_port(), tmp_path_factory.mktemp("vllm-server") / "server.log"
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
-        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind("auto")
-        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--model", str(packaged_generator_dir(converted[0]))]
-        command += ["--served-model-name", "smollm2", "--max-model-len", "1024", "--max-num-seqs", "8"]
-        command += ["--enforce-eager", "--disable-log-stats"]
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            try:
-                wait_for_health(proc, f"http://127.0.0.1:{port}/health", log_path)
-                yield f"http://127.0.0.1:{port}/v1"
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-    def generator(self, tmp_path, base_url: str, **overrides) -> OpenAICompatibleGenerator:
-        values = {"kind": "openai", "base_url": base_url, **overrides}
-        return build_generator(make_settings(tmp_path, generator=values))
-
     def test_streams_from_the_server(self, server, loop, tmp_path):
-        generator = self.generator(tmp_path, server)  # no model: the server's first
+        generator = remote(tmp_path, server)  # no model: the server's first
 
         async def scenario() -> list[str]:
             await generator.check()
@@ -296,7 +311,7 @@ class TestOpenAICompatibleGenerator:
         assert len(deltas) > 3 and "Paris" in "".join(deltas)
 
     def test_early_close_then_concurrent_requests(self, server, loop, tmp_path):
-        generator = self.generator(tmp_path, server, model="smollm2")
+        generator = remote(tmp_path, server, model="smollm2")
 
         async def scenario() -> list[str]:
             story = [{"role": "user", "content": "Write a long story about a dragon."}]
@@ -310,10 +325,11 @@ class TestOpenAICompatibleGenerator:
         assert all("Paris" in answer for answer in loop.run_until_complete(scenario()))
 
     def test_unknown_model_is_a_clear_error(self, server, loop, tmp_path):
-        generator = self.generator(tmp_path, server, model="nope")
+        generator = remote(tmp_path, server, model="nope")
         with pytest.raises(GenerationError, match=r"does not serve 'nope' \(it serves: smollm2\)"):
             loop.run_until_complete(generator.check())
-        with pytest.raises(GenerationError, match=rf"generator at {server} answered HTTP 404"):
+        not_found = rf"generator at {server} answered HTTP 404: The model `nope` does not exist"
+        with pytest.raises(GenerationError, match=not_found):
             loop.run_until_complete(complete(generator, FRANCE, GREEDY))
         loop.run_until_complete(generator.close())
 
@@ -323,11 +339,24 @@ def test_closed_port_is_a_clear_error(loop, tmp_path):
     generator = build_generator(
         make_settings(tmp_path, generator={"kind": "openai", "base_url": url, "model": "m", "timeout_s": 5})
     )
-    with pytest.raises(GenerationError, match=rf"cannot connect to the generator at {url}"):
+    refused = rf"cannot connect to the generator at {url}: connection refused"
+    with pytest.raises(GenerationError, match=refused):
         loop.run_until_complete(complete(generator, FRANCE, GREEDY))
-    with pytest.raises(GenerationError, match=rf"cannot connect to the generator at {url}"):
+    with pytest.raises(GenerationError, match=refused):
         loop.run_until_complete(generator.check())
     loop.run_until_complete(generator.close())
+
+
+def test_silent_server_is_a_timeout(loop, tmp_path):
+    with socket.socket() as listener:  # accepts connections (backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        settings = {"kind": "openai", "base_url": url, "model": "m", "timeout_s": 1}
+        generator = build_generator(make_settings(tmp_path, generator=settings))
+        with pytest.raises(GenerationError, match=rf"the generator at {url} did not answer within 1 s"):
+            loop.run_until_complete(complete(generator, FRANCE, GREEDY))
+        loop.run_until_complete(generator.close())
 
 
 def wait_for_health(proc: subprocess.Popen, url: str, log_path: Path, timeout: float = 240.0) -> None:
