@@ -6,26 +6,14 @@ Heavy imports (torch, chromadb) happen inside commands so ``servewise --help`` i
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from assistant.config import Settings, load_settings
+from assistant.config import Settings, apply_offline_env, load_settings
 from assistant.errors import ServeWiseError
-
-#: Offline by design: models come from installed packages, never from a hub.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "ANONYMIZED_TELEMETRY": "False",
-    "VLLM_LOGGING_LEVEL": "WARNING",
-}
 
 
 class Context:
@@ -56,8 +44,7 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, data_dir: str | None) -> None:
     """ServeWise: decide between KServe and Ray Serve, grounded in criteria and your manifests."""
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_offline_env()
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
     ctx.obj = Context(load_settings(config_file, overrides))
 

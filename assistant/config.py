@@ -22,6 +22,23 @@ from assistant.errors import ConfigError
 
 ENV_PREFIX = "SERVEWISE_"
 
+#: Process defaults every entry point applies: models come from installed packages, never a hub.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "ANONYMIZED_TELEMETRY": "False",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
+
+
+def apply_offline_env() -> None:
+    """Set :data:`OFFLINE_ENV` defaults in this process (explicit variables win)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
 
 class _Section(BaseModel):
     """A settings section: unknown keys are errors, so typos in a config file surface."""

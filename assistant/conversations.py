@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
 
-from assistant.errors import InputError, StoreError
+from assistant.errors import InputError
+from assistant.sqlite import LocalSQLite
 from assistant.types import Turn
 
 
@@ -16,26 +15,16 @@ class Conversations:
     """Create conversations, append turns, read recent history."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._local = threading.local()
-        with self._conn() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, created REAL)")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS turns (conversation_id TEXT, seq INTEGER, "
-                "role TEXT, content TEXT, created REAL, PRIMARY KEY (conversation_id, seq))"
-            )
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=30)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open conversation store {self.path}: {exc}") from exc
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
+        self.db = LocalSQLite(
+            path,
+            "conversation store",
+            [
+                "CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, created REAL)",
+                "CREATE TABLE IF NOT EXISTS turns (conversation_id TEXT, seq INTEGER, role TEXT, "
+                "content TEXT, created REAL, PRIMARY KEY (conversation_id, seq))",
+            ],
+        )
+        self._conn = self.db.conn
 
     def create(self) -> str:
         """Start a conversation; returns its id."""

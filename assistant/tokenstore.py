@@ -7,13 +7,11 @@ and each vector is quantized to int8 with a float16 scale (about 200 bytes per t
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import StoreError
+from assistant.sqlite import LocalSQLite
 
 POOL = 2
 
@@ -41,25 +39,12 @@ class TokenStore:
     """chunk id -> compressed token matrix, in ``data_dir/tokens.sqlite``."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._local = threading.local()
-        with self._conn() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS tokens "
-                "(id TEXT PRIMARY KEY, rows INTEGER, scales BLOB, data BLOB)"
-            )
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=30)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open token store {self.path}: {exc}") from exc
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
+        self.db = LocalSQLite(
+            path,
+            "token store",
+            ["CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, rows INTEGER, scales BLOB, data BLOB)"],
+        )
+        self._conn = self.db.conn
 
     def put(self, items: list[tuple[str, np.ndarray]]) -> None:
         """Store token matrices (replacing existing ids) in one transaction."""

@@ -44,8 +44,9 @@ for _key, _value in {
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.config import load_settings  # noqa: E402
-from assistant.generator import GenerationParams, VLLMGenerator  # noqa: E402
+from assistant.generator import GenerationParams  # noqa: E402
 from assistant.models import ensure_packaged_generator  # noqa: E402
+from assistant.vllm_generator import VLLMGenerator  # noqa: E402
 
 PROMPTS = [
     "Write a long story about a dragon who learns to bake bread.",

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "ANONYMIZED_TELEMETRY": "False",
-}.items():
-    os.environ.setdefault(_key, _value)
+from assistant.config import Settings, apply_offline_env, load_settings
+from assistant.embedder import SentenceTransformerEmbedder
 
-from assistant.config import Settings, load_settings  # noqa: E402
-from assistant.embedder import SentenceTransformerEmbedder  # noqa: E402
+apply_offline_env()
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"

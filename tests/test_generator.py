@@ -23,14 +23,7 @@ import httpx
 import pytest
 
 from assistant.errors import ConfigError, GenerationError, InputError, ModelLoadError
-from assistant.generator import (
-    GenerationParams,
-    OpenAICompatibleGenerator,
-    VLLMGenerator,
-    build_generator,
-    complete,
-    vllm_env,
-)
+from assistant.generator import GenerationParams, build_generator, complete
 from assistant.models import (
     PACKAGED_GENERATOR_NAME,
     ensure_packaged_generator,
@@ -38,6 +31,8 @@ from assistant.models import (
     packaged_generator_dir,
     resolve_generator_model,
 )
+from assistant.openai_generator import OpenAICompatibleGenerator
+from assistant.vllm_generator import VLLMGenerator, vllm_env
 from tests.conftest import make_settings
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
