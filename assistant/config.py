@@ -73,7 +73,7 @@ class IngestSettings(_Section):
     max_file_bytes: int = Field(default=2_000_000, ge=1024)
     max_yaml_aliases: int = Field(default=64, ge=0)
     max_yaml_documents: int = Field(default=500, ge=1)
-    max_section_chars: int = Field(default=1800, ge=200)
+    max_section_chars: int = Field(default=1200, ge=200, description="Passages fit the embedder.")
     progress: bool = True
 
 

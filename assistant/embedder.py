@@ -114,7 +114,8 @@ class SentenceTransformerEmbedder:
         dense /= np.linalg.norm(dense, axis=1, keepdims=True).clip(min=1e-12)
         tokens = []
         for o in outputs:
-            t = o["token_embeddings"].float().numpy()
+            length = int(o["attention_mask"].sum())  # padding rows are not text
+            t = o["token_embeddings"][:length].float().numpy()
             t = t[1:-1] if len(t) > 2 else t  # drop [CLS] and [SEP]
             tokens.append(t / np.linalg.norm(t, axis=1, keepdims=True).clip(min=1e-12))
         return Encoded(dense.astype(np.float32), tokens)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from assistant.config import Settings
 from assistant.embedder import Embedder
@@ -25,6 +26,8 @@ from assistant.errors import BackendMissingError, ConfigError, ModelLoadError
 from assistant.retriever import Query, rrf
 from assistant.tokenstore import TokenStore
 from assistant.types import ScoredChunk
+
+_BLAS = ThreadpoolController()
 
 
 class Reranker(Protocol):
@@ -78,7 +81,9 @@ class MaxSimReranker:
             query.tokens = self.embedder.encode([query.text]).tokens[0]
         stored = self.tokens.get([c.chunk.id for c in candidates])
         empty = np.zeros((0, query.tokens.shape[1]), dtype=np.float32)
-        scores = np.array([maxsim(query.tokens, stored.get(c.chunk.id, empty)) for c in candidates])
+        # One BLAS thread: idle OpenBLAS threads otherwise spin and slow the next query's encoder.
+        with _BLAS.limit(limits=1, user_api="blas"):
+            scores = np.array([maxsim(query.tokens, stored.get(c.chunk.id, empty)) for c in candidates])
         ranked = blend(candidates, scores, self.name, self.fusion_weight, top_k)
         query.timings["rerank_ms"] = (time.perf_counter() - started) * 1000
         return ranked

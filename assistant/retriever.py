@@ -99,13 +99,13 @@ class HybridRetriever:
         started = time.perf_counter()
         encoded = self.embedder.encode([query.text])
         query.dense, query.tokens = encoded.dense[0], encoded.tokens[0]
-        rankings, dense_scores, chunks = [], {}, {}
+        rankings: list[list[str]] = []
+        dense_scores: dict[str, float] = {}
         if self.settings.mode in ("hybrid", "dense"):
             where = where_clause(query.source_types, query.platforms)
             hits = self.index.store.query(query.dense, self.settings.candidates, where)
-            rankings.append([c.id for c, _ in hits])
-            dense_scores = {c.id: s for c, s in hits}
-            chunks.update({c.id: c for c, _ in hits})
+            rankings.append([cid for cid, _ in hits])
+            dense_scores = dict(hits)
         lexical_scores: dict[str, float] = {}
         if self.settings.mode in ("hybrid", "lexical"):
             hits = self.index.lexical.search(
@@ -115,8 +115,7 @@ class HybridRetriever:
             lexical_scores = dict(hits)
         fused = rrf(rankings, self.settings.rrf_k)
         top = sorted(fused, key=fused.get, reverse=True)[:limit]
-        missing = [cid for cid in top if cid not in chunks]
-        chunks.update({c.id: c for c in self.index.store.get(missing)} if missing else {})
+        chunks = {c.id: c for c in self.index.store.get(top)}
         query.timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         return [
             ScoredChunk(chunks[cid], fused[cid], _stages(cid, fused, dense_scores, lexical_scores))

@@ -122,31 +122,20 @@ class VectorStore:
         for start in range(0, len(ids), _BATCH):
             self._call(self.collection.delete, ids=ids[start : start + _BATCH])
 
-    def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[Chunk, float]]:
-        """Nearest chunks to a vector, with cosine similarity (1 - distance)."""
-        n = min(n, self.count())
-        if n == 0:
-            return []
+    def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
+        """Ids of the nearest chunks to a vector with cosine similarity (1 - distance), best first.
+
+        Only distances come back: callers fetch the few chunks they keep with :meth:`get`.
+        """
         res = self._call(
-            self.collection.query,
-            query_embeddings=[vector],
-            n_results=n,
-            where=where,
-            include=["documents", "metadatas", "distances"],
+            self.collection.query, query_embeddings=[vector], n_results=n, where=where, include=["distances"]
         )
-        return [
-            (Chunk.from_store(i, d, m), 1.0 - float(dist))
-            for i, d, m, dist in zip(
-                res["ids"][0],
-                res["documents"][0],
-                res["metadatas"][0],
-                res["distances"][0],
-                strict=True,
-            )
-        ]
+        return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0], strict=True)]
 
     def get(self, ids: list[str] | None = None) -> list[Chunk]:
-        """Chunks by id, or every chunk when ``ids`` is None."""
+        """Chunks by id (in no particular order), or every chunk when ``ids`` is None."""
+        if ids is not None and not ids:
+            return []
         res = self._call(self.collection.get, ids=ids, include=["documents", "metadatas"])
         return [
             Chunk.from_store(i, d, m)

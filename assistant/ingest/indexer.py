@@ -25,7 +25,7 @@ from assistant.ingest import loaders
 from assistant.types import Chunk
 
 #: Bump when loaders change what they produce, so every source is re-read once.
-LOADER_VERSION = "1"
+LOADER_VERSION = "2"
 
 
 @dataclass
