@@ -14,10 +14,11 @@ export ANONYMIZED_TELEMETRY := False
 .PHONY: run test install lint bench clean
 
 # Install what is missing (torch pinned first: an unpinned torch pulls several GB of CUDA),
-# index the bundled corpus, then start the app.
+# index the bundled corpus, then chat with ServeWise in the terminal (vLLM CPU + SmolLM2).
+# The Ray Serve app with its web UI takes this place once it lands (issue #4).
 run: $(STAMP)
 	$(BIN)/servewise --data-dir $(DATA_DIR) ingest corpus/
-	$(BIN)/servewise --data-dir $(DATA_DIR) search "who should own the serving contract"
+	$(BIN)/servewise --data-dir $(DATA_DIR) chat
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,8 +41,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/answer.py
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

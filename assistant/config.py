@@ -34,10 +34,18 @@ OFFLINE_ENV = {
 }
 
 
-def apply_offline_env() -> None:
-    """Set :data:`OFFLINE_ENV` defaults in this process (explicit variables win)."""
-    for key, value in OFFLINE_ENV.items():
+def export_env(values: dict[str, str]) -> None:
+    """Set process environment defaults for libraries that read it (explicit variables win).
+
+    The one place that writes the environment; nothing outside this module reads it.
+    """
+    for key, value in values.items():
         os.environ.setdefault(key, value)
+
+
+def apply_offline_env() -> None:
+    """Set :data:`OFFLINE_ENV` defaults in this process."""
+    export_env(OFFLINE_ENV)
 
 
 class _Section(BaseModel):
@@ -142,7 +150,11 @@ class DecisionSettings(_Section):
 class AnswerSettings(_Section):
     """The answer pipeline's limits."""
 
-    sources: int = Field(default=5, ge=1, le=20, description="Passages numbered in the prompt.")
+    sources: int = Field(default=5, ge=1, le=20, description="Passages retrieved for an answer.")
+    prompt_sources: int = Field(
+        default=3, ge=1, le=20, description="Of those, shown to the model (prefill dominates TTFT on CPU)."
+    )
+    prompt_source_chars: int = Field(default=450, ge=100, description="Characters per source in the prompt.")
     max_question_chars: int = Field(default=4000, ge=10)
     max_history_turns: int = Field(default=6, ge=0)
     min_words: int = Field(default=20, ge=1, description="Shorter model answers are replaced.")

@@ -102,7 +102,10 @@ class Assistant:
         if prep.declined:
             yield {"type": "answer", "answer": self._finish(prep, DECLINE_TEXT, [], declined=True)}
             return
-        messages = build_messages(prep.question, prep.sources, prep.decision, prep.history)
+        shown = prep.sources[: self.settings.answer.prompt_sources]
+        messages = build_messages(
+            prep.question, shown, prep.decision, prep.history, self.settings.answer.prompt_source_chars
+        )
         params = GenerationParams(
             max_tokens=self.settings.generator.max_tokens, temperature=self.settings.generator.temperature
         )
@@ -114,7 +117,7 @@ class Assistant:
             parts.append(token)
             yield {"type": "token", "text": token}
         prep.timings["generate_ms"] = (time.perf_counter() - gen_start) * 1000
-        verified = self.verifier("".join(parts), prep.sources, prep.decision)
+        verified = self.verifier("".join(parts), prep.sources, prep.decision, shown=len(shown))
         if verified.composed:
             yield {"type": "replaced", "reason": verified.problem}
         yield {

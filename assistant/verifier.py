@@ -109,9 +109,13 @@ class Verifier:
     def __init__(self, min_words: int = 20) -> None:
         self.min_words = min_words
 
-    def __call__(self, text: str, sources: list[Source], decision: Decision) -> Verified:
-        cleaned, citations = renumber(text, sources)
-        problem = problem_with(cleaned, citations, sources, decision, self.min_words)
+    def __call__(
+        self, text: str, sources: list[Source], decision: Decision, shown: int | None = None
+    ) -> Verified:
+        """Check ``text`` written from the first ``shown`` sources (all by default)."""
+        seen = sources[:shown] if shown else sources
+        cleaned, citations = renumber(text, seen)
+        problem = problem_with(cleaned, citations, seen, decision, self.min_words)
         if problem:
             composed, cites = compose(sources, decision)
             return Verified(composed, cites, True, problem)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.config import GeneratorSettings
+from assistant.config import GeneratorSettings, export_env
 from assistant.errors import (
     BackendMissingError,
     GenerationError,
@@ -66,8 +66,7 @@ def set_vllm_env(settings: GeneratorSettings) -> None:
 
     The ``VLLM_CPU_*`` ones are harmless for the CUDA build, which ignores them.
     """
-    for key, value in vllm_env(settings).items():
-        os.environ.setdefault(key, value)
+    export_env(vllm_env(settings))
 
 
 class VLLMGenerator:

@@ -126,7 +126,16 @@ def prompts_for(assistant: Any, qs: list[str]) -> list[list[dict[str, str]]]:
     out = []
     for q in qs:
         prep = assistant.prepare(q, None, [])
-        out.append(build_messages(prep.question, prep.sources, prep.decision, prep.history))
+        shown = prep.sources[: assistant.settings.answer.prompt_sources]
+        out.append(
+            build_messages(
+                prep.question,
+                shown,
+                prep.decision,
+                prep.history,
+                assistant.settings.answer.prompt_source_chars,
+            )
+        )
     return out
 
 
@@ -145,9 +154,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    qs = questions(args.requests)
-    await run_level(assistant, qs[:2], 2, tokenizer)  # warm up
-    levels = [await run_level(assistant, qs, c, tokenizer) for c in (1, 8)]
+    # Distinct questions per level: repeated prompts would hit vLLM's prefix cache.
+    qs = questions(2 * args.requests + 2)
+    await run_level(assistant, qs[-2:], 2, tokenizer)  # warm up
+    one_q, eight_q = qs[: args.requests], qs[args.requests : 2 * args.requests]
+    levels = [
+        await run_level(assistant, one_q, 1, tokenizer),
+        await run_level(assistant, eight_q, 8, tokenizer),
+    ]
     prompts = prompts_for(assistant, qs[: args.baseline_requests])
     await assistant.generator.close()
     base = baseline(model_dir, prompts, settings.generator.max_tokens)
