@@ -152,9 +152,9 @@ class AnswerSettings(_Section):
 
     sources: int = Field(default=5, ge=1, le=20, description="Passages retrieved for an answer.")
     prompt_sources: int = Field(
-        default=3, ge=1, le=20, description="Of those, shown to the model (prefill dominates TTFT on CPU)."
+        default=2, ge=1, le=20, description="Of those, shown to the model (prefill dominates TTFT on CPU)."
     )
-    prompt_source_chars: int = Field(default=450, ge=100, description="Characters per source in the prompt.")
+    prompt_source_chars: int = Field(default=350, ge=100, description="Characters per source in the prompt.")
     max_question_chars: int = Field(default=4000, ge=10)
     max_history_turns: int = Field(default=6, ge=0)
     min_words: int = Field(default=20, ge=1, description="Shorter model answers are replaced.")

@@ -69,7 +69,7 @@ def _render(source: Source, chars: int) -> str:
 
 
 def build_messages(
-    question: str, sources: list[Source], decision: Decision, history: list[Turn], source_chars: int = 450
+    question: str, sources: list[Source], decision: Decision, history: list[Turn], source_chars: int = 350
 ) -> list[dict[str, str]]:
     """System rules, earlier turns, then the sources, the decision and the question.
 

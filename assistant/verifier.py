@@ -103,6 +103,26 @@ def compose(sources: list[Source], decision: Decision) -> tuple[str, list[Citati
     return "\n".join(lines), [s.citation for s in chosen]
 
 
+def name_deciding(
+    text: str, citations: list[Citation], sources: list[Source], decision: Decision
+) -> tuple[str, list[Citation]]:
+    """Make sure a recommending answer states the pick and names (and cites) its deciding criteria."""
+    if NAMES[decision.recommendation] not in text:
+        text = f"**Recommendation: {NAMES[decision.recommendation]}.** {text}"
+    by_id = {s.hit.chunk.id: s.citation for s in sources}
+    named = []
+    for hit in decision.deciding:
+        citation = by_id.get(hit.chunk.id)
+        if citation is None:
+            continue
+        if citation not in citations:
+            citations = [*citations, citation]
+        named.append(f"{citation.title} [{citations.index(citation) + 1}]")
+    if named:
+        text = f"{text}\n\nDeciding criteria: {'; '.join(named)}."
+    return text, citations
+
+
 class Verifier:
     """``verifier(text, sources, decision) -> Verified``."""
 
@@ -119,6 +139,6 @@ class Verifier:
         if problem:
             composed, cites = compose(sources, decision)
             return Verified(composed, cites, True, problem)
-        if decision.recommendation and NAMES[decision.recommendation] not in cleaned:
-            cleaned = f"**Recommendation: {NAMES[decision.recommendation]}.** {cleaned}"
+        if decision.recommendation:
+            cleaned, citations = name_deciding(cleaned, citations, sources, decision)
         return Verified(cleaned, citations, False)

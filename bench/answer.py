@@ -144,7 +144,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from assistant.models import resolve_generator_model
     from assistant.pipeline import Assistant
 
-    settings = make_settings(Path(args.data_dir or tempfile.mkdtemp(prefix="sw-bench-answer-")))
+    answer = {"prompt_sources": args.prompt_sources, "prompt_source_chars": args.source_chars}
+    settings = make_settings(
+        Path(args.data_dir or tempfile.mkdtemp(prefix="sw-bench-answer-")), answer=answer
+    )
     Ingestor.from_config(settings)([ROOT / "corpus"])
     assistant = Assistant.from_config(settings)
     t0 = time.perf_counter()
@@ -203,6 +206,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--baseline-requests", type=int, default=6)
+    parser.add_argument("--prompt-sources", type=int, default=2)
+    parser.add_argument("--source-chars", type=int, default=350)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
