@@ -16,25 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "ANONYMIZED_TELEMETRY": "False",
-    "VLLM_LOGGING_LEVEL": "WARNING",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-}.items():
-    os.environ.setdefault(_key, _value)
-
-import yaml  # noqa: E402
-from common import ROOT, make_settings  # noqa: E402
+import yaml
+from common import ROOT, make_settings
 
 
 def pct(values: list[float], q: float) -> float:

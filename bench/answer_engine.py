@@ -24,29 +24,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+import common  # noqa: F401 - sets the offline environment defaults
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from assistant.config import load_settings  # noqa: E402
-from assistant.generator import GenerationParams  # noqa: E402
-from assistant.models import ensure_packaged_generator  # noqa: E402
-from assistant.vllm_generator import VLLMGenerator  # noqa: E402
+from assistant.config import load_settings
+from assistant.generator import GenerationParams
+from assistant.models import ensure_packaged_generator
+from assistant.vllm_generator import VLLMGenerator
 
 PROMPTS = [
     "Write a long story about a dragon who learns to bake bread.",

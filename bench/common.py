@@ -19,7 +19,9 @@ CLI = ROOT / ".venv" / "bin" / "servewise"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from assistant.config import Settings, load_settings  # noqa: E402
+from assistant.config import Settings, apply_offline_env, load_settings  # noqa: E402
+
+apply_offline_env()  # the benchmark scripts are entry points: import this module first
 
 #: Runs the servewise entry point as the console script does, then prints its own peak RSS.
 #: (A child's ru_maxrss is useless here: Linux carries the forking parent's peak across exec.)

@@ -36,20 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "ANONYMIZED_TELEMETRY": "False",
-}.items():
-    os.environ.setdefault(_key, _value)
+from common import CLI, ROOT, SHARED, loadavg, log, make_settings, peak_rss_mib, run_cli, table
 
-from common import CLI, ROOT, SHARED, loadavg, log, make_settings, peak_rss_mib, run_cli, table  # noqa: E402
-
-from assistant.config import Settings  # noqa: E402
-from assistant.embedder import SentenceTransformerEmbedder  # noqa: E402
-from assistant.ingest.indexer import Ingestor  # noqa: E402
+from assistant.config import Settings
+from assistant.embedder import SentenceTransformerEmbedder
+from assistant.ingest.indexer import Ingestor
 
 CORPUS = ROOT / "corpus"
 TARGET_UNCHANGED_S = 2.0

@@ -32,26 +32,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "ANONYMIZED_TELEMETRY": "False",
-}.items():
-    os.environ.setdefault(_key, _value)
+import numpy as np
+from common import ROOT, SHARED, current_rss_mib, grid, loadavg, log, make_settings, peak_rss_mib, run_cli
 
-import numpy as np  # noqa: E402
-from common import ROOT, SHARED, current_rss_mib, grid, loadavg, log, make_settings, peak_rss_mib, run_cli  # noqa: E402
-
-from assistant.config import Settings  # noqa: E402
-from assistant.embedder import Embedder, SentenceTransformerEmbedder  # noqa: E402
-from assistant.index import Index, Manifest, SourceRecord  # noqa: E402
-from assistant.ingest.indexer import Ingestor  # noqa: E402
-from assistant.retriever import Query  # noqa: E402
-from assistant.search import Searcher  # noqa: E402
-from assistant.types import Chunk  # noqa: E402
-from eval.retrieval import RetrievalItem, evaluate, load_items  # noqa: E402
+from assistant.config import Settings
+from assistant.embedder import Embedder, SentenceTransformerEmbedder
+from assistant.index import Index, Manifest, SourceRecord
+from assistant.ingest.indexer import Ingestor
+from assistant.retriever import Query
+from assistant.search import Searcher
+from assistant.types import Chunk
+from eval.retrieval import RetrievalItem, evaluate, load_items
 
 K, WARMUP, BATCH, TARGET_MS = 5, 5, 1000, 60.0
 DENSE_NOISE, TOKEN_NOISE, SWAP_RATE, NOVEL_RATE, NOVEL_WORDS = 0.02, 0.02, 0.10, 0.02, 20_000
