@@ -106,9 +106,7 @@ class Assistant:
         messages = build_messages(
             prep.question, shown, prep.decision, prep.history, self.settings.answer.prompt_source_chars
         )
-        params = GenerationParams(
-            max_tokens=self.settings.generator.max_tokens, temperature=self.settings.generator.temperature
-        )
+        params = GenerationParams.from_settings(self.settings.generator)
         parts: list[str] = []
         gen_start = time.perf_counter()
         async for token in self.generator.stream(messages, params):

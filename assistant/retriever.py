@@ -89,11 +89,6 @@ class HybridRetriever:
         index = index or Index.from_config(settings, embedder)
         return cls(index.require(), embedder, settings.retrieval)
 
-    def warm_up(self) -> None:
-        """Load the model and the indexes now rather than on the first query."""
-        self.index.lexical  # noqa: B018 - loads on access
-        self(Query.parse("warm up"), limit=1)
-
     def __call__(self, query: Query, limit: int | None = None) -> list[ScoredChunk]:
         limit = limit or self.settings.rerank_depth
         started = time.perf_counter()
