@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assistant.errors import ConfigError
+from assistant.serve_settings import PROFILES, ServeSettings
 
 ENV_PREFIX = "SERVEWISE_"
 
@@ -124,8 +125,24 @@ class GeneratorSettings(_Section):
     max_num_seqs: int = Field(default=16, ge=1)
     gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
     enforce_eager: bool = Field(default=True, description="Skip graph capture: starts in ~20 s on CPU.")
+    executor: Literal["uni", "mp", "ray"] | None = Field(
+        default=None, description="vLLM's distributed executor (empty: vLLM's choice; the CPU build uses mp)."
+    )
+    block_size: int = Field(
+        default=32,
+        ge=16,
+        multiple_of=16,
+        description="KV cache block (tokens); the prefix cache reuses "
+        "whole blocks, so vLLM's CPU default of 128 would never reuse the ~100-token system prompt.",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vllm: further AsyncEngineArgs keywords, e.g. {max_num_batched_tokens: 512}.",
+    )
     cpu_kvcache_gb: int = Field(default=2, ge=1, description="VLLM_CPU_KVCACHE_SPACE (CPU build).")
-    cpu_threads_bind: str = Field(default="auto", description="VLLM_CPU_OMP_THREADS_BIND (CPU build).")
+    cpu_threads_bind: str = Field(
+        default="auto", description="VLLM_CPU_OMP_THREADS_BIND (CPU build); auto: every usable CPU."
+    )
     base_url: str | None = Field(default=None, description="openai: e.g. http://127.0.0.1:8001/v1")
     api_key: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
@@ -174,6 +191,7 @@ class Settings(BaseModel):
     generator: GeneratorSettings = GeneratorSettings()
     decision: DecisionSettings = DecisionSettings()
     answer: AnswerSettings = AnswerSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -216,16 +234,23 @@ def load_settings(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> Settings:
-    """Build the settings tree: defaults < YAML file < environment < overrides.
+    """Build the settings tree: defaults < profile (``serve.profile``) < ``base`` (a Serve config's
+    args) < YAML file < environment < overrides.
 
     ``environ`` defaults to the process environment; tests pass their own.
     """
     env = dict(os.environ if environ is None else environ)
     config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
-    values: dict[str, Any] = _read_yaml(Path(config_file)) if config_file else {}
+    values: dict[str, Any] = _merge(base or {}, _read_yaml(Path(config_file)) if config_file else {})
     values = _merge(values, _env_overrides(env))
     values = _merge(values, overrides or {})
+    serve = values.get("serve")
+    profile = serve.get("profile", "cpu") if isinstance(serve, dict) else "cpu"
+    if profile not in PROFILES:
+        raise ConfigError(f"serve.profile: unknown profile {profile!r} (choose {', '.join(PROFILES)})")
+    values = _merge(PROFILES[profile], values)
     try:
         return Settings(**values)
     except ValidationError as exc:

@@ -6,7 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
-from assistant.errors import InputError
+from assistant.errors import NotFoundError
 from assistant.sqlite import LocalSQLite
 from assistant.types import Turn
 
@@ -34,10 +34,10 @@ class Conversations:
         return cid
 
     def require(self, cid: str) -> str:
-        """The id itself, or an :class:`InputError` naming the unknown id."""
+        """The id itself, or an :class:`NotFoundError` naming the unknown id."""
         row = self._conn().execute("SELECT 1 FROM conversations WHERE id = ?", (cid,)).fetchone()
         if row is None:
-            raise InputError(f"unknown conversation id {cid!r}; omit it to start a new conversation")
+            raise NotFoundError(f"unknown conversation id {cid!r}; omit it to start a new conversation")
         return cid
 
     def history(self, cid: str, limit: int) -> list[Turn]:

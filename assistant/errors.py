@@ -69,3 +69,27 @@ class SkipSource(ServeWiseError):
     """
 
     code = "skipped_source"
+
+
+class InputTooLargeError(InputError):
+    """Input over a configured size limit (question length, request body)."""
+
+    code = "input_too_large"
+
+
+class NotFoundError(InputError):
+    """A named thing (a conversation id) does not exist."""
+
+    code = "not_found"
+
+
+class UnauthorizedError(ServeWiseError):
+    """A missing or wrong bearer token."""
+
+    code = "unauthorized"
+
+
+class OverloadedError(ServeWiseError):
+    """Too many requests are queued; the caller should retry later."""
+
+    code = "overloaded"

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ class Index:
         self._store: VectorStore | None = None
         self._lexical: BM25Index | None = None
         self._tokens: TokenStore | None = None
+        self._opening = threading.RLock()  # the pipeline searches from worker threads
         self.manifest = self._read_manifest()
 
     @classmethod
@@ -101,24 +103,30 @@ class Index:
     # -- stores -----------------------------------------------------------------------------
     @property
     def store(self) -> VectorStore:
-        if self._store is None:
-            self._store = VectorStore.from_config(self.settings, self.embedder)
-        return self._store
+        """The Chroma collection, opened on first use (once, whichever thread gets there first)."""
+        with self._opening:
+            if self._store is None:
+                self._store = VectorStore.from_config(self.settings, self.embedder)
+            return self._store
 
     @property
     def tokens(self) -> TokenStore:
-        if self._tokens is None:
-            self._tokens = TokenStore(self.data_dir / "tokens.sqlite")
-        return self._tokens
+        """The token-vector store for MaxSim reranking."""
+        with self._opening:
+            if self._tokens is None:
+                self._tokens = TokenStore(self.data_dir / "tokens.sqlite")
+            return self._tokens
 
     @property
     def lexical(self) -> BM25Index:
-        if self._lexical is None:
-            index = BM25Index.load(self.lexical_path)
-            if index.generation != self.manifest.generation:
-                index = self._rebuild_lexical()
-            self._lexical = index
-        return self._lexical
+        """The BM25 index, rebuilt from the store when it lags the manifest."""
+        with self._opening:
+            if self._lexical is None:
+                index = BM25Index.load(self.lexical_path)
+                if index.generation != self.manifest.generation:
+                    index = self._rebuild_lexical()
+                self._lexical = index
+            return self._lexical
 
     def _rebuild_lexical(self) -> BM25Index:
         index = BM25Index()

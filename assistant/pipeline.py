@@ -18,12 +18,12 @@ from assistant.config import Settings
 from assistant.conversations import Conversations
 from assistant.decider import Decider, Decision
 from assistant.embedder import Embedder, SentenceTransformerEmbedder
-from assistant.errors import InputError
+from assistant.errors import InputError, InputTooLargeError
 from assistant.generator import GenerationParams, Generator, build_generator
 from assistant.prompt import Source, build_messages, build_sources
 from assistant.retriever import MAX_QUERY_CHARS, Query
 from assistant.scope import ScopeCheck
-from assistant.search import Searcher
+from assistant.search import AsyncSearcher, Searcher
 from assistant.types import Answer, Turn
 from assistant.verifier import Verifier
 
@@ -39,7 +39,7 @@ def validate_question(question: str, limit: int) -> str:
     if not question:
         raise InputError("the question is empty")
     if len(question) > limit:
-        raise InputError(f"the question is {len(question)} characters; the limit is {limit}")
+        raise InputTooLargeError(f"the question is {len(question)} characters; the limit is {limit}")
     return question
 
 
@@ -62,7 +62,11 @@ class Assistant:
     """``await assistant(question) -> Answer``; ``assistant.stream(question)`` yields events."""
 
     def __init__(
-        self, settings: Settings, searcher: Searcher, generator: Generator, conversations: Conversations
+        self,
+        settings: Settings,
+        searcher: AsyncSearcher,
+        generator: Generator,
+        conversations: Conversations,
     ) -> None:
         self.settings = settings
         self.searcher = searcher
@@ -98,7 +102,7 @@ class Assistant:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield ``token`` events (``text``), a ``replaced`` event (``reason``) when the model's text
         failed verification, then one ``answer`` event carrying the :class:`Answer`."""
-        prep = self.prepare(question, conversation_id, history)
+        prep = await self.prepare(question, conversation_id, history)
         if prep.declined:
             yield {"type": "answer", "answer": self._finish(prep, DECLINE_TEXT, [], declined=True)}
             return
@@ -123,22 +127,27 @@ class Assistant:
             "answer": self._finish(prep, verified.text, verified.citations, composed=verified.composed),
         }
 
-    def prepare(self, question: str, conversation_id: str | None, history: list[Turn] | None) -> Prepared:
+    async def prepare(
+        self, question: str, conversation_id: str | None, history: list[Turn] | None
+    ) -> Prepared:
         """Validate, condense, retrieve, rerank, decide; mark off-topic questions declined."""
+        prep = self._begin(question, conversation_id, history)
+        standalone = self.condenser(prep.question, prep.history)[:MAX_QUERY_CHARS]
+        result = await self.searcher.asearch(Query.parse(standalone), self.settings.answer.sources)
+        prep.timings.update(result.query.timings)
+        prep.decline_reason = self.scope(prep.question, standalone, result.hits)
+        prep.declined = bool(prep.decline_reason)
+        if not prep.declined:
+            prep.sources = build_sources(result.hits, standalone)
+            prep.decision = self.decider(prep.question, standalone, result.hits)
+        return prep
+
+    def _begin(self, question: str, conversation_id: str | None, history: list[Turn] | None) -> Prepared:
         question = self._validate(question)
         cid = self.conversations.require(conversation_id) if conversation_id else self.conversations.create()
         if history is None:
             history = self.conversations.history(cid, self.settings.answer.max_history_turns)
-        prep = Prepared(question, cid, history[-self.settings.answer.max_history_turns :])
-        standalone = self.condenser(question, prep.history)[:MAX_QUERY_CHARS]
-        result = self.searcher(Query.parse(standalone), self.settings.answer.sources)
-        prep.timings.update(result.query.timings)
-        prep.decline_reason = self.scope(question, standalone, result.hits)
-        prep.declined = bool(prep.decline_reason)
-        if not prep.declined:
-            prep.sources = build_sources(result.hits, standalone)
-            prep.decision = self.decider(question, standalone, result.hits)
-        return prep
+        return Prepared(question, cid, history[-self.settings.answer.max_history_turns :])
 
     def _validate(self, question: str) -> str:
         return validate_question(question, self.settings.answer.max_question_chars)

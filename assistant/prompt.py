@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assistant.decider import Decision
+from assistant.decider import NAMES, Decision
 from assistant.lexical import tokenize
 from assistant.types import Citation, ScoredChunk, Turn
 
@@ -63,9 +63,22 @@ def build_sources(hits: list[ScoredChunk], question: str) -> list[Source]:
 
 
 def _render(source: Source, chars: int) -> str:
-    text = source.citation.text
+    """``[n] title (locator)`` then the text, without repeating the title (tokens are prefill time)."""
+    c = source.citation
+    lines = c.text.splitlines()
+    text = "\n".join(lines[1:]).strip() if lines and lines[0].strip() == c.title.strip() else c.text
     text = text if len(text) <= chars else text[:chars].rsplit(" ", 1)[0] + " …"
-    return f"[{source.number}] {source.citation.title} ({source.citation.locator})\n{text}"
+    where = "" if c.locator.endswith(c.title) else f" ({c.locator})"
+    return f"[{source.number}] {c.title}{where}\n{text}"
+
+
+def decision_line(decision: Decision, numbers: dict[str, int]) -> str:
+    """The decision for the prompt: deciding criteria by source number, or by title when not shown."""
+    if not decision.recommendation:
+        return decision.describe()
+    ids = [c.chunk for c in decision.deciding]
+    named = [f"[{numbers[c.id]}]" if c.id in numbers else f'"{c.title}"' for c in ids]
+    return f"Recommend {NAMES[decision.recommendation]}. Deciding criteria: {', '.join(named)}."
 
 
 def build_messages(
@@ -73,12 +86,11 @@ def build_messages(
 ) -> list[dict[str, str]]:
     """System rules, earlier turns, then the sources, the decision and the question.
 
-    ``sources`` are the ones the model sees: the first few retrieved, numbered from 1.
+    ``sources`` are the ones the model sees: the first few retrieved, numbered from 1. The system
+    message never changes, so vLLM's prefix cache keeps its KV blocks across requests.
     """
     numbers = {s.hit.chunk.id: s.number for s in sources}
-    deciding = ", ".join(f"[{numbers[c.chunk.id]}]" for c in decision.deciding if c.chunk.id in numbers)
-    decided = decision.describe() + (f" Cite {deciding}." if deciding else "")
     body = "\n\n".join(_render(s, source_chars) for s in sources)
-    user = f"Sources:\n{body}\n\nDecision: {decided}\n\nQuestion: {question}"
+    user = f"Sources:\n{body}\n\nDecision: {decision_line(decision, numbers)}\n\nQuestion: {question}"
     turns = [{"role": t.role, "content": t.content} for t in history]
     return [{"role": "system", "content": SYSTEM}, *turns, {"role": "user", "content": user}]

@@ -90,10 +90,22 @@ class HybridRetriever:
         return cls(index.require(), embedder, settings.retrieval)
 
     def __call__(self, query: Query, limit: int | None = None) -> list[ScoredChunk]:
-        limit = limit or self.settings.rerank_depth
+        return self.batch([query], limit)[0]
+
+    def batch(self, queries: list[Query], limit: int | None = None) -> list[list[ScoredChunk]]:
+        """Several queries with one encoder pass (``serve/`` batches concurrent requests)."""
         started = time.perf_counter()
-        encoded = self.embedder.encode([query.text])
-        query.dense, query.tokens = encoded.dense[0], encoded.tokens[0]
+        encoded = self.embedder.encode([q.text for q in queries])
+        encode_ms = (time.perf_counter() - started) * 1000
+        out = []
+        for i, query in enumerate(queries):
+            query.dense, query.tokens = encoded.dense[i], encoded.tokens[i]
+            began = time.perf_counter()
+            out.append(self._search(query, limit or self.settings.rerank_depth))
+            query.timings["retrieve_ms"] = encode_ms + (time.perf_counter() - began) * 1000
+        return out
+
+    def _search(self, query: Query, limit: int) -> list[ScoredChunk]:
         rankings: list[list[str]] = []
         dense_scores: dict[str, float] = {}
         if self.settings.mode in ("hybrid", "dense"):
@@ -111,7 +123,6 @@ class HybridRetriever:
         fused = rrf(rankings, self.settings.rrf_k)
         top = sorted(fused, key=fused.get, reverse=True)[:limit]
         chunks = {c.id: c for c in self.index.store.get(top)}
-        query.timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         return [
             ScoredChunk(chunks[cid], fused[cid], _stages(cid, fused, dense_scores, lexical_scores))
             for cid in top

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 from assistant.config import Settings
 from assistant.embedder import Embedder, SentenceTransformerEmbedder
@@ -28,6 +30,13 @@ class SearchResult:
         }
 
 
+class AsyncSearcher(Protocol):
+    """What the answer pipeline needs: ``await searcher.asearch(query, k)``. :class:`Searcher` runs
+    in-process; ``serve/`` provides one that calls the retriever and reranker deployments."""
+
+    async def asearch(self, query: Query, k: int) -> SearchResult: ...
+
+
 class Searcher:
     """``searcher(query, k) -> SearchResult``: hybrid retrieval followed by reranking."""
 
@@ -50,3 +59,7 @@ class Searcher:
         k = k or self.top_k
         candidates = self.retriever(query, limit=max(k, self.retriever.settings.rerank_depth))
         return SearchResult(query, self.reranker(query, candidates, k))
+
+    async def asearch(self, query: Query, k: int) -> SearchResult:
+        """:meth:`__call__` in a worker thread, so an event loop serving other streams is not blocked."""
+        return await asyncio.to_thread(self, query, k)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import common  # noqa: F401 - sets the offline environment defaults
+import common
 
 from assistant.config import load_settings
 from assistant.generator import GenerationParams
@@ -87,11 +87,13 @@ async def batch(generator: VLLMGenerator, n: int, params: GenerationParams) -> d
     }
 
 
-async def measure(data_dir: Path, streams: int, max_tokens: int) -> dict[str, Any]:
+async def measure(
+    data_dir: Path, streams: int, max_tokens: int, sets: dict[str, Any] | None = None
+) -> dict[str, Any]:
     started = time.perf_counter()
     ensure_packaged_generator(data_dir)
     conversion_s = time.perf_counter() - started
-    settings = load_settings(overrides={"data_dir": str(data_dir)}, environ={})
+    settings = load_settings(overrides={"data_dir": str(data_dir), **(sets or {})}, environ={})
     generator = VLLMGenerator.from_config(settings.generator, settings.data_dir)
     started = time.perf_counter()
     await generator.start()
@@ -138,9 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="e.g. generator.enforce_eager=false")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="servewise-bench-") as tmp:
-        result = asyncio.run(measure(args.data_dir or Path(tmp), args.streams, args.max_tokens))
+        sets = common.parse_sets(args.set)
+        result = asyncio.run(measure(args.data_dir or Path(tmp), args.streams, args.max_tokens, sets))
     print(json.dumps(result, indent=1) if args.json else report(result))
 
 

@@ -38,6 +38,23 @@ def log(name: str, message: str) -> None:
     print(f"[bench/{name}] {message}", file=sys.stderr, flush=True)
 
 
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``["generator.enforce_eager=false", ...]`` -> nested overrides (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {pair!r}")
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def make_settings(data_dir: Path, **extra: Any) -> Settings:
     """Settings for a private data dir, no progress bars, no environment leaking in."""
     values = {"data_dir": str(data_dir), "ingest": {"progress": False}, **extra}

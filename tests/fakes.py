@@ -12,7 +12,8 @@ Script = Callable[[list[dict[str, str]]], str]
 
 def sources_in(messages: list[dict[str, str]]) -> list[tuple[int, str]]:
     """(number, title) of the sources numbered in the prompt."""
-    return [(int(n), t) for n, t in re.findall(r"^\[(\d+)\] (.+?) \(", messages[-1]["content"], re.M)]
+    pattern = r"^\[(\d+)\] (.+?)(?: \([^()]*\))?$"
+    return [(int(n), t) for n, t in re.findall(pattern, messages[-1]["content"], re.M)]
 
 
 def good(messages: list[dict[str, str]]) -> str:

@@ -1,0 +1,148 @@
+"""``servewise serve`` and ``servewise serve-config``: the console script's entry point adds these
+to the commands of :mod:`assistant.cli` (which never imports Ray itself).
+
+    servewise serve [--host 127.0.0.1] [--port 8000]     # a local Ray, the app, until Ctrl-C
+    servewise serve --address ray://HOST:10001           # deploy onto an existing cluster and return
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from assistant.cli import Context, cli, pass_ctx
+from assistant.cli import main as cli_main
+from assistant.config import OFFLINE_ENV, Settings, load_settings
+from assistant.errors import ConfigError, ModelLoadError
+from assistant.index import Index
+
+READY_TIMEOUT_S = 300.0
+
+
+@cli.command("serve")
+@click.option("--host", default=None, help="Interface for HTTP (default: serve.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="HTTP port (default: 8000).")
+@click.option("--address", default=None, help="Deploy onto this Ray cluster (ray://HOST:10001) and return.")
+@click.option("--profile", type=click.Choice(["cpu", "gpu"]), default=None, help="Settings profile.")
+@pass_ctx
+def serve_command(
+    ctx: Context, host: str | None, port: int | None, address: str | None, profile: str | None
+) -> None:
+    """Run ServeWise as a Ray Serve graph over the index in the data dir."""
+    settings = _with_flags(ctx.settings, host, port, address, profile)
+    if not address:
+        Index.from_config(settings).require()  # fail fast, before Ray starts
+    run(settings, wait=not address)
+
+
+@cli.command("serve-config")
+@click.option("--profile", type=click.Choice(["cpu", "gpu"]), default=None, help="Settings profile.")
+@pass_ctx
+def serve_config_command(ctx: Context, profile: str | None) -> None:
+    """Print the Serve config file (for `serve run` / `serve deploy` / a RayService)."""
+    from serve.config import render
+
+    settings = ctx.settings
+    if profile and profile != settings.serve.profile:
+        settings = load_settings(overrides={"serve": {"profile": profile}}, environ={})
+    click.echo(render(settings), nl=False)
+
+
+def _with_flags(settings: Settings, host: str | None, port: int | None, address: str | None, profile):
+    serve: dict[str, Any] = {"host": host, "port": port, "profile": profile}
+    serve = {k: v for k, v in serve.items() if v is not None}
+    if address:
+        serve["ray"] = {"address": address}
+    values = settings.model_dump()
+    for key, value in serve.items():
+        values["serve"][key] = value if key != "ray" else {**values["serve"]["ray"], **value}
+    try:
+        return Settings(**values)
+    except Exception as exc:
+        raise ConfigError(f"invalid serve options: {exc}") from exc
+
+
+def start_ray(settings: Settings) -> None:
+    """Attach to ``serve.ray.address`` or start a small local Ray (no dashboard, capped store)."""
+    import ray
+
+    r = settings.serve.ray
+    env = {"env_vars": dict(OFFLINE_ENV)}
+    if r.address:
+        ray.init(address=r.address, runtime_env=env, log_to_driver=False)
+        return
+    ray.init(
+        num_cpus=r.num_cpus,
+        object_store_memory=r.object_store_memory_mb * 1024 * 1024,
+        include_dashboard=r.include_dashboard,
+        runtime_env=env,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
+def run(settings: Settings, wait: bool = True) -> None:
+    """Deploy the app; with ``wait``, block until Ctrl-C or SIGTERM, then shut everything down."""
+    import ray
+    from ray import serve
+
+    from serve.app import bind_graph
+
+    s = settings.serve
+    started = time.perf_counter()
+    click.echo(f"starting Ray and the ServeWise graph ({s.profile} profile)...", err=True)
+    start_ray(settings)
+    try:
+        serve.start(http_options={"host": s.host, "port": s.port}, proxy_location="HeadOnly")
+        serve.run(bind_graph(settings), name=s.app_name, route_prefix="/", blocking=False)
+        url = f"http://{s.host}:{s.port}"
+        _wait_ready(url, settings)
+        click.echo(
+            f"ServeWise ready at {url} in {time.perf_counter() - started:.1f} s (API docs: {url}/docs)"
+        )
+        if wait:
+            _block_until_signal()
+    finally:
+        if wait:
+            click.echo("shutting down...", err=True)
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _wait_ready(url: str, settings: Settings) -> None:
+    import httpx
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"{url}/healthz", timeout=5.0)
+            if reply.status_code == 200:
+                return
+            last = reply.json().get("error", {}).get("message", reply.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            last = str(exc) or type(exc).__name__
+        time.sleep(0.5)
+    raise ModelLoadError(f"ServeWise did not become ready within {READY_TIMEOUT_S:.0f} s: {last}")
+
+
+def _block_until_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``servewise``): every command, ``serve`` included."""
+    cli_main(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,112 @@
+"""Thin Serve deployments over the pipeline stages in ``assistant/``: each builds its stage with
+``from_config`` and adapts calls; no pipeline logic lives here.
+
+* ``Retriever``: hybrid retrieval; ``@serve.batch`` embeds concurrent queries in one encoder pass.
+* ``Reranker``: MaxSim (or the configured reranker), batched the same way.
+* ``Generator``: vLLM's async engine in the replica; streams text in chunks of at most
+  ``serve.stream_interval_ms`` (each streamed item is a Ray hop), then its own timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from assistant.config import Settings, apply_offline_env
+from assistant.embedder import SentenceTransformerEmbedder
+from assistant.generator import GenerationParams, Messages, build_generator
+from assistant.index import Index
+from assistant.reranker import build_reranker
+from assistant.retriever import HybridRetriever, Query
+from assistant.types import ScoredChunk
+from serve.remote import StageResult
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+@serve.deployment(name="Retriever")
+class RetrieverDeployment:
+    """``search((query, limit)) -> StageResult``; concurrent calls share one encoder pass."""
+
+    def __init__(self, settings: Settings) -> None:
+        apply_offline_env()
+        embedder = SentenceTransformerEmbedder.from_config(settings.embedder)
+        self.index = Index.from_config(settings, embedder).require()
+        self.retriever = HybridRetriever.from_config(settings, embedder, self.index)
+        self.retriever.batch([Query.parse("warm up the encoder and the indexes")], 1)
+        batch = settings.serve.retriever_batch
+        self.search.set_max_batch_size(batch.max_batch_size)
+        self.search.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def search(self, requests: list[tuple[Query, int]]) -> list[StageResult]:
+        """One batch of ``(query, limit)``."""
+        started = time.perf_counter()
+        queries = [q for q, _ in requests]
+        found = await asyncio.to_thread(self.retriever.batch, queries, max(n for _, n in requests))
+        busy = _ms_since(started)
+        return [StageResult(q, hits[:n], busy) for (q, n), hits in zip(requests, found, strict=True)]
+
+    def info(self) -> dict[str, int]:
+        """Index size, for the health check."""
+        return {"sources": len(self.index.manifest.sources), "chunks": len(self.index.manifest.chunk_ids())}
+
+
+@serve.deployment(name="Reranker")
+class RerankerDeployment:
+    """``rerank((query, candidates, k)) -> StageResult``."""
+
+    def __init__(self, settings: Settings) -> None:
+        apply_offline_env()
+        embedder = SentenceTransformerEmbedder.from_config(settings.embedder)
+        self.reranker = build_reranker(settings, embedder)
+        batch = settings.serve.reranker_batch
+        self.rerank.set_max_batch_size(batch.max_batch_size)
+        self.rerank.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def rerank(self, requests: list[tuple[Query, list[ScoredChunk], int]]) -> list[StageResult]:
+        """One batch of ``(query, candidates, k)``."""
+        started = time.perf_counter()
+        ranked = await asyncio.to_thread(lambda: [self.reranker(q, c, k) for q, c, k in requests])
+        busy = _ms_since(started)
+        return [StageResult(q, hits, busy) for (q, _, _), hits in zip(requests, ranked, strict=True)]
+
+
+@serve.deployment(name="Generator")
+class GeneratorDeployment:
+    """``stream(messages, params)`` yields text chunks, then ``{"busy_ms", "tokens"}``."""
+
+    async def __init__(self, settings: Settings) -> None:
+        apply_offline_env()
+        self.generator = build_generator(settings)
+        self.interval = settings.serve.stream_interval_ms / 1000
+        await self.generator.start()
+
+    async def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[Any]:
+        """The first delta at once, later ones gathered for ``interval`` seconds."""
+        started, last, parts, tokens = time.perf_counter(), 0.0, [], 0
+        async for delta in self.generator.stream(messages, params):
+            parts.append(delta)
+            tokens += 1
+            if time.perf_counter() - last >= self.interval:
+                yield "".join(parts)
+                parts.clear()
+                last = time.perf_counter()
+        if parts:
+            yield "".join(parts)
+        yield {"busy_ms": _ms_since(started), "tokens": tokens}
+
+    async def check(self) -> str:
+        """The model name, once the engine answers (raises otherwise)."""
+        await self.generator.check()
+        return self.generator.name
+
+    async def __del__(self) -> None:
+        await self.generator.close()

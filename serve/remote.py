@@ -1,0 +1,131 @@
+"""The ingress side of the graph: the pipeline's searcher and generator, backed by deployment handles.
+
+Errors from other replicas enter here and are translated once: a ServeWise error raised in a
+replica is re-raised as itself; back-pressure becomes :class:`OverloadedError`; a dead replica or
+anything else becomes the stage's own error with a one-line message (never a remote traceback).
+Serve's overhead (handle round trips minus the deployments' own time) is metered per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from assistant.errors import GenerationError, OverloadedError, ServeWiseError, StoreError
+from assistant.generator import GenerationParams, Messages, one_line
+from assistant.retriever import Query
+from assistant.search import SearchResult
+from assistant.types import ScoredChunk
+from serve.metrics import Metrics
+
+
+@dataclass(slots=True)
+class StageResult:
+    """What the retriever and reranker deployments return: the query (with its encodings and
+    timings filled in), the hits, and the milliseconds the deployment spent on the call."""
+
+    query: Query
+    hits: list[ScoredChunk]
+    busy_ms: float
+
+
+@dataclass
+class Meter:
+    """Per request: Serve's own overhead and the tokens generated."""
+
+    overhead_ms: float = 0.0
+    tokens: int = 0
+    by_stage: dict[str, float] = field(default_factory=dict)
+
+
+#: The current request's meter (each request runs in its own task, with its own context).
+METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("servewise_meter", default=None)
+
+
+def _meter() -> Meter:
+    return METER.get() or Meter()
+
+
+def translate(exc: BaseException, stage: str, fallback: type[ServeWiseError]) -> ServeWiseError:
+    """The ServeWise error for an exception that came back from a deployment."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if isinstance(cause, ServeWiseError):
+        return type(cause)(str(cause))
+    if isinstance(cause, BackPressureError):
+        return OverloadedError(f"the {stage} is overloaded; retry in a few seconds")
+    if isinstance(cause, RayActorError):
+        return fallback(f"the {stage} replica is unavailable: {one_line(cause)}")
+    return fallback(f"the {stage} failed: {type(cause).__name__}: {one_line(cause)}")
+
+
+async def call(response: Any, stage: str, fallback: type[ServeWiseError]) -> Any:
+    """Await a handle response, translating its errors."""
+    try:
+        return await response
+    except (RayTaskError, RayActorError, BackPressureError) as exc:
+        raise translate(exc, stage, fallback) from exc
+
+
+class RemoteSearcher:
+    """``asearch`` over the Retriever and Reranker deployments (each batches concurrent calls)."""
+
+    def __init__(self, retriever: DeploymentHandle, reranker: DeploymentHandle, depth: int, metrics: Metrics):
+        self.retriever = retriever
+        self.reranker = reranker
+        self.depth = depth
+        self.metrics = metrics
+
+    async def asearch(self, query: Query, k: int) -> SearchResult:
+        """Retrieve ``depth`` candidates, rerank to ``k``."""
+        found = await self._stage("retriever", self.retriever.search, (query, max(k, self.depth)))
+        ranked = await self._stage("reranker", self.reranker.rerank, (found.query, found.hits, k))
+        return SearchResult(ranked.query, ranked.hits)
+
+    async def _stage(self, name: str, method: Any, request: tuple) -> StageResult:
+        started = time.perf_counter()
+        result: StageResult = await call(method.remote(request), name, StoreError)
+        wait = max(0.0, (time.perf_counter() - started) * 1000 - result.busy_ms)
+        self.metrics.queue_wait.labels(name).observe(wait / 1000)
+        meter = _meter()
+        meter.overhead_ms += wait
+        meter.by_stage[name] = wait
+        return result
+
+
+class RemoteGenerator:
+    """``Generator.stream`` over the Generator deployment, which streams text in small chunks and
+    ends with ``{"busy_ms", "tokens"}``."""
+
+    def __init__(self, handle: DeploymentHandle, name: str, metrics: Metrics) -> None:
+        self.handle = handle.options(stream=True)
+        self.name = name
+        self.metrics = metrics
+
+    async def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[str]:
+        """Yield text chunks; meter the time Serve added around the model."""
+        started, stats = time.perf_counter(), {"busy_ms": 0.0, "tokens": 0}
+        chunks = self.handle.stream.remote(messages, params)
+        try:
+            async for item in chunks:
+                if isinstance(item, dict):
+                    stats = item
+                else:
+                    yield item
+        except (RayTaskError, RayActorError, BackPressureError) as exc:
+            raise translate(exc, "generator", GenerationError) from exc
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: stop the model too
+            chunks.cancel()
+            raise
+        wait = max(0.0, (time.perf_counter() - started) * 1000 - stats["busy_ms"])
+        self.metrics.queue_wait.labels("generator").observe(wait / 1000)
+        meter = _meter()
+        meter.overhead_ms += wait
+        meter.tokens += stats["tokens"]

@@ -1,0 +1,50 @@
+"""The checked-in Serve config files are generated from the settings and must not drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assistant.config import load_settings
+from assistant.errors import ConfigError
+from serve.config import DEPLOYMENTS, render, serve_config, settings_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(("profile", "name"), [("cpu", "config.yaml"), ("gpu", "config.gpu.yaml")])
+def test_checked_in_config_matches_the_settings(profile, name):
+    settings = load_settings(overrides={"serve": {"profile": profile}}, environ={})
+    assert (ROOT / "serve" / name).read_text() == render(settings), (
+        f"serve/{name} is stale: run `servewise serve-config --profile {profile} > serve/{name}`"
+    )
+
+
+def test_profiles_layer_under_the_user_settings():
+    gpu = load_settings(
+        environ={"SERVEWISE_SERVE__PROFILE": "gpu", "SERVEWISE_SERVE__GENERATOR__NUM_REPLICAS": "2"}
+    )
+    assert gpu.serve.generator.ray_actor_options == {"num_cpus": 2, "num_gpus": 1}
+    assert gpu.serve.generator.num_replicas == 2
+    assert gpu.serve.ingress.max_ongoing_requests == 128  # profile keys do not reset other defaults
+    with pytest.raises(ConfigError, match="unknown profile 'tpu'"):
+        load_settings(environ={"SERVEWISE_SERVE__PROFILE": "tpu"})
+
+
+def test_args_carry_only_what_differs_and_never_the_token():
+    settings = load_settings(
+        overrides={"serve": {"auth_token": "s3cret", "port": 9000}, "retrieval": {"top_k": 7}}, environ={}
+    )
+    args = settings_args(settings)
+    assert args == {"serve": {"port": 9000, "profile": "cpu"}, "retrieval": {"top_k": 7}}
+    assert "s3cret" not in yaml.safe_dump(serve_config(settings))
+
+
+def test_every_deployment_gets_its_options():
+    config = serve_config(load_settings(environ={}))
+    deployments = config["applications"][0]["deployments"]
+    assert [d["name"] for d in deployments] == list(DEPLOYMENTS)
+    assert all(d["max_ongoing_requests"] > 5 for d in deployments)  # Serve's default queues chats
+    assert config["applications"][0]["import_path"] == "serve.app:build_app"

@@ -1,0 +1,167 @@
+"""The real graph, booted once with ``servewise serve`` (cpu profile: a local Ray, Serve, vLLM's CPU
+build with the packaged model, embedded Chroma) and driven over real HTTP: every endpoint, the
+``openai`` client and LangChain's ``ChatOpenAI``, an SSE stream read to the end, 20 parallel
+requests, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from assistant.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).parent / "servewise"
+RAY_QUESTION = "We run all our pipelines on Ray already; which serving platform should we use?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"servewise serve exited ({proc.returncode}): {log.read_text()[-4000:]}")
+        if "ServeWise ready at" in log.read_text():
+            return
+        time.sleep(1)
+    pytest.fail(f"servewise serve was not ready in {timeout:.0f} s: {log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def app(corpus_index: Settings, tmp_path_factory) -> Iterator[str]:
+    """``servewise serve`` on a free port over the session's corpus index; its base URL."""
+    port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVEWISE_")}
+    env |= {"SERVEWISE_GENERATOR__MAX_TOKENS": "64", "SERVEWISE_INGEST__PROGRESS": "false"}
+    command = [str(CLI), "--data-dir", str(corpus_index.data_dir), "serve", "--port", str(port)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(proc, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def ask(app: str, **body) -> httpx.Response:
+    return httpx.post(f"{app}/v1/ask", json=body, timeout=180)
+
+
+def test_health_and_docs(app):
+    health = httpx.get(f"{app}/healthz").json()
+    assert health["status"] == "ok" and health["chunks"] > 50
+    assert httpx.get(f"{app}/docs").status_code == 200
+    assert "/v1/chat/completions" in httpx.get(f"{app}/openapi.json").json()["paths"]
+
+
+def test_ask_recommends_ray_serve_citing_the_existing_ray_criterion(app):
+    answer = ask(app, question=RAY_QUESTION).json()
+    assert answer["recommendation"] == "ray-serve"
+    assert "fit/ray-serve-existing-ray" in [c["id"] for c in answer["citations"]]
+    assert {"retrieve_ms", "rerank_ms", "generate_ms", "total_ms", "serve_overhead_ms"} <= set(
+        answer["timings"]
+    )
+
+
+def test_off_topic_is_declined(app):
+    answer = ask(app, question="What is the capital of France?").json()
+    assert answer["declined"] is True and answer["citations"] == [] and answer["recommendation"] is None
+
+
+def test_follow_up_keeps_the_conversation(app):
+    first = ask(app, question="Should a team that already runs everything on Ray use Ray Serve?").json()
+    follow = ask(app, question="and what about rollbacks?", conversation_id=first["conversation_id"]).json()
+    assert follow["declined"] is False and follow["citations"]
+    assert follow["conversation_id"] == first["conversation_id"]
+
+
+def test_stream_is_read_to_the_end(app):
+    names, answer = [], None
+    with httpx.stream("POST", f"{app}/v1/ask/stream", json={"question": RAY_QUESTION}, timeout=180) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                names.append(line[7:])
+            elif line.startswith("data: ") and names[-1] == "answer":
+                answer = json.loads(line[6:])
+    assert names[0] == "token" and names[-1] == "answer" and "error" not in names
+    assert answer["recommendation"] == "ray-serve"
+
+
+def test_openai_client_streams_and_completes(app):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{app}/v1", api_key="unused", timeout=180)
+    messages = [{"role": "user", "content": RAY_QUESTION}]
+    chunks = list(client.chat.completions.create(model="servewise", messages=messages, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].model_extra["servewise"]["recommendation"] == "ray-serve"
+    full = client.chat.completions.create(model="servewise", messages=messages)
+    assert full.choices[0].message.content and full.model_extra["servewise"]["citations"]
+
+
+def test_langchain_chat_openai(app):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=f"{app}/v1", api_key="unused", model="servewise", timeout=180)
+    assert "Ray Serve" in llm.invoke(RAY_QUESTION).content
+
+
+def test_twenty_parallel_requests_all_succeed(app):
+    questions = [f"Which platform fits a team that already runs Ray? (variant {i})" for i in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda q: ask(app, question=q), questions))
+    assert [r.status_code for r in replies] == [200] * 20
+    assert all(r.json()["answer"] for r in replies)
+
+
+def test_bad_input_gets_clear_errors(app):
+    missing = ask(app)
+    assert missing.status_code == 422 and "body.question: Field required" in missing.text
+    big = httpx.post(f"{app}/v1/ask", content=b'{"question": "' + b"x" * 70000 + b'"}', timeout=30)
+    assert big.status_code == 413
+    long = ask(app, question="x" * 4001)
+    assert long.status_code == 413 and "limit is 4000" in long.text
+    unknown = ask(app, question="and rollbacks?", conversation_id="nope")
+    assert unknown.status_code == 404 and "unknown conversation id 'nope'" in unknown.text
+    for reply in (missing, big, long, unknown):
+        assert "Traceback" not in reply.text
+
+
+def test_metrics_show_stages_queue_wait_and_replicas(app):
+    ask(app, question=RAY_QUESTION)
+    text = httpx.get(f"{app}/metrics").text
+    for stage in ("retrieve", "rerank", "first_token", "generate", "total"):
+        assert f'servewise_stage_seconds_count{{stage="{stage}"}}' in text
+    for deployment in ("retriever", "reranker", "generator"):
+        assert f'servewise_queue_wait_seconds_count{{deployment="{deployment}"}}' in text
+    for deployment in ("Ingress", "Retriever", "Reranker", "Generator"):
+        assert f'servewise_replicas{{deployment="{deployment}",state="RUNNING"}} 1.0' in text
+    assert "servewise_tokens_generated_total" in text and "servewise_serve_overhead_seconds_count" in text
