@@ -14,11 +14,12 @@ export ANONYMIZED_TELEMETRY := False
 .PHONY: run test install lint bench clean
 
 # Install what is missing (torch pinned first: an unpinned torch pulls several GB of CUDA),
-# index the bundled corpus, then chat with ServeWise in the terminal (vLLM CPU + SmolLM2).
-# The Ray Serve app with its web UI takes this place once it lands (issue #4).
+# index the bundled corpus, then start the Ray Serve graph on localhost (vLLM CPU + SmolLM2):
+# the HTTP API at http://127.0.0.1:$(PORT) (docs at /docs) until Ctrl-C.
+PORT ?= 8000
 run: $(STAMP)
 	$(BIN)/servewise --data-dir $(DATA_DIR) ingest corpus/
-	$(BIN)/servewise --data-dir $(DATA_DIR) chat
+	$(BIN)/servewise --data-dir $(DATA_DIR) serve --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

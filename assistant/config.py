@@ -135,6 +135,10 @@ class GeneratorSettings(_Section):
         description="KV cache block (tokens); the prefix cache reuses "
         "whole blocks, so vLLM's CPU default of 128 would never reuse the ~100-token system prompt.",
     )
+    engine_nice: int = Field(
+        default=0, ge=0, le=19, description="Added niceness for vLLM's processes, so short latency-bound "
+        "stages (retrieval) preempt the bulk decoder on a shared CPU.",
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict,
         description="vllm: further AsyncEngineArgs keywords, e.g. {max_num_batched_tokens: 512}.",

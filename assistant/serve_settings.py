@@ -56,7 +56,9 @@ class BatchSettings(_Section):
     """``@serve.batch`` for a stage that pays for batching (query embedding, reranking)."""
 
     max_batch_size: int = Field(default=8, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0.0, le=1.0)
+    batch_wait_timeout_s: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="0: batch what is already queued, never wait for more."
+    )
 
 
 class RaySettings(_Section):
@@ -82,7 +84,10 @@ class ServeSettings(_Section):
     )
     request_timeout_s: float = Field(default=180.0, gt=0)
     stream_interval_ms: float = Field(
-        default=50.0, ge=0.0, description="Tokens are sent in chunks at most this often (fewer Ray hops)."
+        default=150.0,
+        ge=0.0,
+        description="Text goes generator -> ingress -> proxy in chunks at most this "
+        "often: each chunk is a Ray hop, and 8 streams of single tokens cost a third of a core on 2 cores.",
     )
     ray: RaySettings = RaySettings()
     ingress: IngressSettings = IngressSettings()
@@ -95,7 +100,8 @@ class ServeSettings(_Section):
 
 #: Layers of defaults, under the config file and the environment.
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": {},
+    # vLLM shares the CPUs with the other stages: let retrieval preempt it (Ray workers run at nice 15).
+    "cpu": {"generator": {"engine_nice": 4}},
     "gpu": {
         "generator": {"gpu_memory_utilization": 0.85, "enforce_eager": False},
         "serve": {

@@ -128,6 +128,8 @@ class VLLMGenerator:
             )
         except TypeError as exc:
             raise ConfigError(f"generator.engine_args: {one_line(exc)}") from exc
+        if s.engine_nice:
+            os.nice(s.engine_nice)  # this thread spawns the engine processes: they inherit it
         try:
             self._engine = self._vllm.AsyncLLMEngine.from_engine_args(args)
         except Exception as exc:

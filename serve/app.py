@@ -61,6 +61,8 @@ class ServeBackend:
         async for event in self.assistant.stream(question, conversation_id, history):
             if event["type"] == "answer":
                 event["answer"].timings["serve_overhead_ms"] = round(meter.overhead_ms, 1)
+                for stage, ms in meter.by_stage.items():
+                    event["answer"].timings[f"wait_{stage.lower()}_ms"] = round(ms, 1)
                 event["tokens"] = meter.tokens
             yield event
 

@@ -100,13 +100,14 @@ def run(settings: Settings, wait: bool = True) -> None:
     try:
         serve.start(http_options={"host": s.host, "port": s.port}, proxy_location="HeadOnly")
         serve.run(bind_graph(settings), name=s.app_name, route_prefix="/", blocking=False)
+        if not wait:  # a remote cluster: its proxy, not this machine, answers HTTP
+            click.echo(f"ServeWise deployed to {s.ray.address} as '{s.app_name}'; see `serve status` there")
+            return
         url = f"http://{s.host}:{s.port}"
         _wait_ready(url, settings)
-        click.echo(
-            f"ServeWise ready at {url} in {time.perf_counter() - started:.1f} s (API docs: {url}/docs)"
-        )
-        if wait:
-            _block_until_signal()
+        took = time.perf_counter() - started
+        click.echo(f"ServeWise ready at {url} in {took:.1f} s (API docs: {url}/docs)", nl=True)
+        _block_until_signal()
     finally:
         if wait:
             click.echo("shutting down...", err=True)

@@ -85,13 +85,13 @@ class RemoteSearcher:
 
     async def asearch(self, query: Query, k: int) -> SearchResult:
         """Retrieve ``depth`` candidates, rerank to ``k``."""
-        found = await self._stage("retriever", self.retriever.search, (query, max(k, self.depth)))
-        ranked = await self._stage("reranker", self.reranker.rerank, (found.query, found.hits, k))
+        found = await self._stage("Retriever", self.retriever.search, (query, max(k, self.depth)))
+        ranked = await self._stage("Reranker", self.reranker.rerank, (found.query, found.hits, k))
         return SearchResult(ranked.query, ranked.hits)
 
     async def _stage(self, name: str, method: Any, request: tuple) -> StageResult:
         started = time.perf_counter()
-        result: StageResult = await call(method.remote(request), name, StoreError)
+        result: StageResult = await call(method.remote(request), name.lower(), StoreError)
         wait = max(0.0, (time.perf_counter() - started) * 1000 - result.busy_ms)
         self.metrics.queue_wait.labels(name).observe(wait / 1000)
         meter = _meter()
@@ -125,7 +125,8 @@ class RemoteGenerator:
             chunks.cancel()
             raise
         wait = max(0.0, (time.perf_counter() - started) * 1000 - stats["busy_ms"])
-        self.metrics.queue_wait.labels("generator").observe(wait / 1000)
+        self.metrics.queue_wait.labels("Generator").observe(wait / 1000)
         meter = _meter()
         meter.overhead_ms += wait
+        meter.by_stage["Generator"] = wait
         meter.tokens += stats["tokens"]

@@ -160,7 +160,7 @@ def test_metrics_show_stages_queue_wait_and_replicas(app):
     text = httpx.get(f"{app}/metrics").text
     for stage in ("retrieve", "rerank", "first_token", "generate", "total"):
         assert f'servewise_stage_seconds_count{{stage="{stage}"}}' in text
-    for deployment in ("retriever", "reranker", "generator"):
+    for deployment in ("Retriever", "Reranker", "Generator"):
         assert f'servewise_queue_wait_seconds_count{{deployment="{deployment}"}}' in text
     for deployment in ("Ingress", "Retriever", "Reranker", "Generator"):
         assert f'servewise_replicas{{deployment="{deployment}",state="RUNNING"}} 1.0' in text
