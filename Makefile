@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/answer.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

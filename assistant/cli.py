@@ -12,15 +12,21 @@ from typing import Any
 
 import click
 
-from assistant.config import Settings, apply_offline_env, load_settings
+from assistant.config import Settings, apply_offline_env, deep_merge, load_settings
 from assistant.errors import ServeWiseError
 
 
 class Context:
-    """What every command gets: the settings tree."""
+    """What every command gets: the settings tree (and how to rebuild it with a command's flags)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config_file: str | None, overrides: dict[str, Any]) -> None:
+        self.config_file = config_file
+        self.overrides = overrides
+        self.settings = load_settings(config_file, overrides)
+
+    def with_flags(self, flags: dict[str, Any]) -> Settings:
+        """The settings with a command's flags on top (layered again, so a profile flag applies)."""
+        return load_settings(self.config_file, deep_merge(self.overrides, flags))
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -46,7 +52,7 @@ def cli(ctx: click.Context, config_file: str | None, data_dir: str | None) -> No
     """ServeWise: decide between KServe and Ray Serve, grounded in criteria and your manifests."""
     apply_offline_env()
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
-    ctx.obj = Context(load_settings(config_file, overrides))
+    ctx.obj = Context(config_file, overrides)
 
 
 @cli.command()

@@ -136,7 +136,10 @@ class GeneratorSettings(_Section):
         "whole blocks, so vLLM's CPU default of 128 would never reuse the ~100-token system prompt.",
     )
     engine_nice: int = Field(
-        default=0, ge=0, le=19, description="Added niceness for vLLM's processes, so short latency-bound "
+        default=0,
+        ge=0,
+        le=19,
+        description="Added niceness for vLLM's processes, so short latency-bound "
         "stages (retrieval) preempt the bulk decoder on a shared CPU.",
     )
     engine_args: dict[str, Any] = Field(
@@ -210,11 +213,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, nested mappings merged key by key."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -247,14 +251,14 @@ def load_settings(
     """
     env = dict(os.environ if environ is None else environ)
     config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
-    values: dict[str, Any] = _merge(base or {}, _read_yaml(Path(config_file)) if config_file else {})
-    values = _merge(values, _env_overrides(env))
-    values = _merge(values, overrides or {})
+    values: dict[str, Any] = deep_merge(base or {}, _read_yaml(Path(config_file)) if config_file else {})
+    values = deep_merge(values, _env_overrides(env))
+    values = deep_merge(values, overrides or {})
     serve = values.get("serve")
     profile = serve.get("profile", "cpu") if isinstance(serve, dict) else "cpu"
     if profile not in PROFILES:
         raise ConfigError(f"serve.profile: unknown profile {profile!r} (choose {', '.join(PROFILES)})")
-    values = _merge(PROFILES[profile], values)
+    values = deep_merge(PROFILES[profile], values)
     try:
         return Settings(**values)
     except ValidationError as exc:

@@ -87,7 +87,7 @@ class ServeSettings(_Section):
         default=150.0,
         ge=0.0,
         description="Text goes generator -> ingress -> proxy in chunks at most this "
-        "often: each chunk is a Ray hop, and 8 streams of single tokens cost a third of a core on 2 cores.",
+        "often (the first at once): each chunk is a Ray hop, so fewer chunks leave the CPUs to the model.",
     )
     ray: RaySettings = RaySettings()
     ingress: IngressSettings = IngressSettings()

@@ -11,14 +11,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 import click
 
 from assistant.cli import Context, cli, pass_ctx
 from assistant.cli import main as cli_main
-from assistant.config import OFFLINE_ENV, Settings, load_settings
-from assistant.errors import ConfigError, ModelLoadError
+from assistant.config import OFFLINE_ENV, Settings
+from assistant.errors import ModelLoadError
 from assistant.index import Index
 
 READY_TIMEOUT_S = 300.0
@@ -34,7 +33,8 @@ def serve_command(
     ctx: Context, host: str | None, port: int | None, address: str | None, profile: str | None
 ) -> None:
     """Run ServeWise as a Ray Serve graph over the index in the data dir."""
-    settings = _with_flags(ctx.settings, host, port, address, profile)
+    serve = {"host": host, "port": port, "profile": profile, "ray": {"address": address} if address else None}
+    settings = ctx.with_flags({"serve": {k: v for k, v in serve.items() if v is not None}})
     if not address:
         Index.from_config(settings).require()  # fail fast, before Ray starts
     run(settings, wait=not address)
@@ -47,24 +47,8 @@ def serve_config_command(ctx: Context, profile: str | None) -> None:
     """Print the Serve config file (for `serve run` / `serve deploy` / a RayService)."""
     from serve.config import render
 
-    settings = ctx.settings
-    if profile and profile != settings.serve.profile:
-        settings = load_settings(overrides={"serve": {"profile": profile}}, environ={})
+    settings = ctx.with_flags({"serve": {"profile": profile}} if profile else {})
     click.echo(render(settings), nl=False)
-
-
-def _with_flags(settings: Settings, host: str | None, port: int | None, address: str | None, profile):
-    serve: dict[str, Any] = {"host": host, "port": port, "profile": profile}
-    serve = {k: v for k, v in serve.items() if v is not None}
-    if address:
-        serve["ray"] = {"address": address}
-    values = settings.model_dump()
-    for key, value in serve.items():
-        values["serve"][key] = value if key != "ray" else {**values["serve"]["ray"], **value}
-    try:
-        return Settings(**values)
-    except Exception as exc:
-        raise ConfigError(f"invalid serve options: {exc}") from exc
 
 
 def start_ray(settings: Settings) -> None:

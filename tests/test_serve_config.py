@@ -48,3 +48,11 @@ def test_every_deployment_gets_its_options():
     assert [d["name"] for d in deployments] == list(DEPLOYMENTS)
     assert all(d["max_ongoing_requests"] > 5 for d in deployments)  # Serve's default queues chats
     assert config["applications"][0]["import_path"] == "serve.app:build_app"
+
+
+def test_a_profile_flag_applies_the_whole_profile_layer(tmp_path):
+    from assistant.cli import Context
+
+    settings = Context(None, {"data_dir": str(tmp_path)}).with_flags({"serve": {"profile": "gpu", "port": 9}})
+    assert settings.serve.port == 9 and settings.data_dir == tmp_path
+    assert settings.serve.generator.ray_actor_options["num_gpus"] == 1
