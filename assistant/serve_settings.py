@@ -101,7 +101,8 @@ class ServeSettings(_Section):
 #: Layers of defaults, under the config file and the environment.
 PROFILES: dict[str, dict[str, Any]] = {
     # vLLM shares the CPUs with the other stages: let retrieval preempt it (Ray workers run at nice 15).
-    "cpu": {"generator": {"engine_nice": 4}},
+    # Two retriever replicas: under load one replica's queue was most of Serve's overhead.
+    "cpu": {"generator": {"engine_nice": 4}, "serve": {"retriever": {"num_replicas": 2}}},
     "gpu": {
         "generator": {"gpu_memory_utilization": 0.85, "enforce_eager": False},
         "serve": {

@@ -35,6 +35,7 @@ Modules: :mod:`procs` (processes), :mod:`serve_http` (the Serve app's client sid
 
     .venv/bin/python bench/serve.py [--levels 1,4,8,16] [--requests-per-client 3] [--naive-requests 6]
         [--skip-naive] [--skip-bare] [--port P] [--data-dir D] [--ray-stop] [--json]
+        [--set serve.retriever.num_replicas=2 ...]   # settings for the Serve app only
 
 It asserts nothing; timings depend on the machine and on what else runs on it.
 """
@@ -53,7 +54,7 @@ from typing import Any
 
 import httpx
 from answer import one, prompts_for, questions, tokens_before
-from common import CLI, loadavg, log, make_settings, run_cli
+from common import CLI, loadavg, log, make_settings, parse_sets, run_cli
 from procs import (
     NAME,
     Tracker,
@@ -269,7 +270,13 @@ async def serve_level(
 
 
 async def serve_app(
-    data_dir: Path, port: int, levels: dict[int, list[str]], warm: list[str], tokenizer: Any, logs: Path
+    data_dir: Path,
+    port: int,
+    levels: dict[int, list[str]],
+    warm: list[str],
+    tokenizer: Any,
+    logs: Path,
+    config: Path | None = None,
 ) -> dict[str, Any]:
     """Start ``servewise serve``, measure its cold start and each level, stop it."""
     base = f"http://127.0.0.1:{port}"
@@ -282,7 +289,8 @@ async def serve_app(
             out["levels"].append(await serve_level(client, base, qs, concurrency, tokenizer))
             track()
 
-    cmd = [str(CLI), "--data-dir", str(data_dir), "serve", "--port", str(port)]
+    cmd = [str(CLI), *(["--config", str(config)] if config else []), "--data-dir", str(data_dir)]
+    cmd += ["serve", "--port", str(port)]
     out = await with_server("serve", cmd, {}, f"{base}/healthz", logs, measure)
     return {"cold_start_s": out.pop("start_s", None), **out}
 
@@ -336,6 +344,17 @@ async def baselines(
     return out
 
 
+def write_sets(sets: list[str], work: Path) -> Path | None:
+    """``--set`` overrides as a settings file for the Serve app (None when there are none)."""
+    if not sets:
+        return None
+    import yaml
+
+    path = work / "serve-settings.yaml"
+    path.write_text(yaml.safe_dump(parse_sets(sets)))
+    return path
+
+
 async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Ingest, run the three parts, compare to the targets."""
     from transformers import AutoTokenizer
@@ -357,7 +376,9 @@ async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out |= await baselines(args, settings, model_dir, qs, tokenizer, logs)
     levels = {c: qs["levels"][c] for c in sorted(args.levels)}
     port = args.port or free_port()
-    out["serve"] = await serve_app(data_dir, port, levels, qs["warm"], tokenizer, logs)
+    config = write_sets(args.set, work)
+    out["serve_settings"] = args.set
+    out["serve"] = await serve_app(data_dir, port, levels, qs["warm"], tokenizer, logs, config)
     if args.ray_stop and out["serve"]["stop"]["ray_left"]:
         ray_stop_force()
     out["ratios"] = ratios(out)
@@ -378,6 +399,9 @@ def main() -> None:
     last_resort = "when Ray processes are left: ray stop --force (kills EVERY Ray process on the machine)"
     parser.add_argument("--ray-stop", action="store_true", help=last_resort)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--set", action="append", default=[], help="Serve app setting, e.g. serve.retriever.num_replicas=2"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sw-bench-serve-") as work:
         result = asyncio.run(main_async(args, Path(work)))
