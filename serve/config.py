@@ -53,7 +53,8 @@ def deployment_configs(settings: Settings) -> list[dict[str, Any]]:
     out = []
     for name in DEPLOYMENTS:
         options = _section(settings, name).options()
-        options.pop("max_queued_requests") if options["max_queued_requests"] == -1 else None
+        if options["max_queued_requests"] == -1:  # Serve's default: leave it out of the file
+            del options["max_queued_requests"]
         out.append({"name": name, **options})
     return out
 

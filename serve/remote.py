@@ -39,11 +39,15 @@ class StageResult:
 
 @dataclass
 class Meter:
-    """Per request: Serve's own overhead and the tokens generated."""
+    """Per request: Serve's own time per hop (deployment name -> ms) and the tokens generated."""
 
-    overhead_ms: float = 0.0
     tokens: int = 0
     by_stage: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def overhead_ms(self) -> float:
+        """Serve's own time over all hops."""
+        return sum(self.by_stage.values())
 
 
 #: The current request's meter (each request runs in its own task, with its own context).
@@ -52,6 +56,14 @@ METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("servewise_
 
 def _meter() -> Meter:
     return METER.get() or Meter()
+
+
+def record_wait(metrics: Metrics, deployment: str, wait_ms: float) -> Meter:
+    """Count one hop's wait in the metrics and in this request's meter (returned)."""
+    metrics.queue_wait.labels(deployment).observe(wait_ms / 1000)
+    meter = _meter()
+    meter.by_stage[deployment] = wait_ms
+    return meter
 
 
 def translate(exc: BaseException, stage: str, fallback: type[ServeWiseError]) -> ServeWiseError:
@@ -93,10 +105,7 @@ class RemoteSearcher:
         started = time.perf_counter()
         result: StageResult = await call(method.remote(request), name.lower(), StoreError)
         wait = max(0.0, (time.perf_counter() - started) * 1000 - result.busy_ms)
-        self.metrics.queue_wait.labels(name).observe(wait / 1000)
-        meter = _meter()
-        meter.overhead_ms += wait
-        meter.by_stage[name] = wait
+        record_wait(self.metrics, name, wait)
         return result
 
 
@@ -125,8 +134,4 @@ class RemoteGenerator:
             chunks.cancel()
             raise
         wait = max(0.0, (time.perf_counter() - started) * 1000 - stats["busy_ms"])
-        self.metrics.queue_wait.labels("Generator").observe(wait / 1000)
-        meter = _meter()
-        meter.overhead_ms += wait
-        meter.by_stage["Generator"] = wait
-        meter.tokens += stats["tokens"]
+        record_wait(self.metrics, "Generator", wait).tokens += stats["tokens"]
