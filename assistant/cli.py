@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from assistant.config import Settings, apply_offline_env, deep_merge, load_settings
 from assistant.errors import ServeWiseError
+
+if TYPE_CHECKING:
+    from assistant.feedback import FeedbackStore
 
 
 class Context:
@@ -240,6 +245,69 @@ async def _chat_loop(assistant, conversation: str | None) -> None:
             conversation = answer.conversation_id
     finally:
         await assistant.generator.close()
+
+
+@cli.group()
+def feedback() -> None:
+    """Thumbs up/down recorded on answers: list them, export them as evaluation items."""
+
+
+def _feedback_filters(command: Callable) -> Callable:
+    """``--rating`` and ``--since``, shared by ``feedback list`` and ``feedback export``."""
+    since = click.option("--since", "since_text", metavar="YYYY-MM-DD", help="Only from this day on (UTC).")
+    rating = click.option("--rating", type=click.Choice(["up", "down"]), help="Only this rating.")
+    return rating(since(command))
+
+
+def _since(text: str | None) -> date | None:
+    """The ``--since`` date; a one-line error when it is not YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        raise click.ClickException(f"--since wants a date YYYY-MM-DD, not {text!r}") from None
+
+
+def _feedback_store(settings: Settings) -> FeedbackStore | None:
+    """The data dir's feedback store, or None when nothing was recorded (creates no files)."""
+    from assistant.feedback import FEEDBACK_FILE, FeedbackStore
+
+    exists = (Path(settings.data_dir) / FEEDBACK_FILE).exists()
+    return FeedbackStore.from_config(settings) if exists else None
+
+
+@feedback.command("list")
+@_feedback_filters
+@pass_ctx
+def feedback_list(ctx: Context, rating: str | None, since_text: str | None) -> None:
+    """One line per rating, oldest first: time, rating, source, conversation, question, comment."""
+    since, store = _since(since_text), _feedback_store(ctx.settings)
+    for fb in store.find(rating, since) if store else []:
+        comment = f"  # {fb.comment}" if fb.comment else ""
+        question = " ".join(fb.question.split())[:80]
+        when = f"{fb.at:%Y-%m-%dT%H:%M:%SZ}"
+        click.echo(f"{when} {fb.rating:<4} {fb.source} {fb.conversation_id} {question}{comment}")
+
+
+@feedback.command("export")
+@_feedback_filters
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="FILE.jsonl or FILE.yaml.")
+@pass_ctx
+def feedback_export(ctx: Context, rating: str | None, since_text: str | None, out: str | None) -> None:
+    """Evaluation dataset items, one per question rated (latest rating wins); a thumbs-up proposes
+    gold labels for review. JSONL on stdout unless --out names a .jsonl or .yaml/.yml file."""
+    from assistant.feedback import dump_items
+
+    suffix = Path(out).suffix.lower() if out else ".jsonl"
+    if suffix not in {".jsonl", ".yaml", ".yml"}:
+        raise click.ClickException(f"--out must end in .jsonl, .yaml or .yml, not {out!r}")
+    since, store = _since(since_text), _feedback_store(ctx.settings)
+    items = store.export_items(rating, since) if store else []
+    text = dump_items(items, "jsonl" if suffix == ".jsonl" else "yaml")
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    click.echo(f"{len(items)} item{'s' * (len(items) != 1)} written to {out or 'stdout'}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

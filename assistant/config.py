@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from assistant.errors import ConfigError
 from assistant.serve_settings import PROFILES, ServeSettings
@@ -114,7 +114,9 @@ class RerankerSettings(_Section):
 class GeneratorSettings(_Section):
     """Text generation. ``vllm``: the engine in-process; ``openai``: any OpenAI-compatible server."""
 
-    kind: Literal["vllm", "openai"] = "vllm"
+    kind: Literal["vllm", "openai", "extractive"] = Field(
+        default="vllm", description="extractive: no model, the composed cited answer (a baseline)."
+    )
     model: str | None = Field(
         default=None,
         description="vllm: a local HF model directory. Empty: SmolLM2-135M-Instruct from the "
@@ -184,6 +186,27 @@ class AnswerSettings(_Section):
     min_words: int = Field(default=20, ge=1, description="Shorter model answers are replaced.")
 
 
+class JudgeSettings(_Section):
+    """An OpenAI-compatible model that grades answers (faithfulness, relevance); off when unset."""
+
+    base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8001/v1; unset: no judge.")
+    model: str = Field(default="", description="Empty: the server's first model.")
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_tokens: int = Field(default=300, ge=16, le=4096)
+
+
+class EvalSettings(_Section):
+    """The evaluation harness (``servewise eval``)."""
+
+    concurrency: int = Field(default=8, ge=1, le=64, description="Questions in flight at once.")
+    endpoint_token: SecretStr | None = Field(
+        default=None, description="Bearer token for --endpoint (the server's serve.auth_token)."
+    )
+    http_timeout_s: float = Field(default=300.0, gt=0)
+    judge: JudgeSettings = JudgeSettings()
+
+
 class Settings(BaseModel):
     """Root of the settings tree."""
 
@@ -199,6 +222,7 @@ class Settings(BaseModel):
     decision: DecisionSettings = DecisionSettings()
     answer: AnswerSettings = AnswerSettings()
     serve: ServeSettings = ServeSettings()
+    eval: EvalSettings = EvalSettings()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -93,3 +93,9 @@ class OverloadedError(ServeWiseError):
     """Too many requests are queued; the caller should retry later."""
 
     code = "overloaded"
+
+
+class EndpointError(ServeWiseError):
+    """A ServeWise server (``servewise eval --endpoint``) cannot be reached or is not ready."""
+
+    code = "endpoint_unavailable"

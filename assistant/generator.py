@@ -1,12 +1,13 @@
 """Text generators behind one small async interface.
 
-Two backends:
+Three backends:
 
 * :class:`VLLMGenerator`: vLLM's ``AsyncLLMEngine`` in this process (continuous batching, so many
   concurrent streams share the model). The CPU build (``servewise[cpu]``) runs the packaged
   SmolLM2-135M-Instruct; the CUDA build (``servewise[gpu]``) runs any local model directory.
 * :class:`OpenAICompatibleGenerator`: any OpenAI-compatible server (vLLM's own, a hosted API),
   through the ``openai`` client.
+* :class:`ExtractiveGenerator`: no model at all; the answer is the verifier's composed text.
 
 Both stream text deltas; :func:`complete` joins them. Heavy packages are imported when a backend
 starts, never when this module is imported.
@@ -92,7 +93,32 @@ def build_generator(settings: Settings) -> Generator:
         from assistant.openai_generator import OpenAICompatibleGenerator
 
         return OpenAICompatibleGenerator.from_config(settings.generator, settings.data_dir)
+    if kind == "extractive":
+        return ExtractiveGenerator()
     raise ConfigError(f"generator.kind: unknown generator {kind!r}")
+
+
+class ExtractiveGenerator:
+    """No model: writes nothing, so every answer is the verifier's composed, cited text.
+
+    The baseline the evaluation harness compares the model against (``generator.kind: extractive``).
+    """
+
+    name = "extractive"
+
+    async def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[str]:
+        check_messages(messages)
+        for _ in ():
+            yield ""
+
+    async def start(self) -> None:
+        return None
+
+    async def check(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 def check_messages(messages: Messages) -> None:

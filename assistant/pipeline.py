@@ -50,6 +50,7 @@ class Prepared:
     question: str
     conversation_id: str
     history: list[Turn]
+    query: str = ""
     decision: Decision | None = None
     sources: list[Source] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -101,10 +102,12 @@ class Assistant:
         self, question: str, conversation_id: str | None = None, history: list[Turn] | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield ``token`` events (``text``), a ``replaced`` event (``reason``) when the model's text
-        failed verification, then one ``answer`` event carrying the :class:`Answer`."""
+        failed verification, then one ``answer`` event carrying the :class:`Answer` and, under
+        ``retrieved``, the passages it was built from (``ScoredChunk.as_dict``; empty when declined)."""
         prep = await self.prepare(question, conversation_id, history)
         if prep.declined:
-            yield {"type": "answer", "answer": self._finish(prep, DECLINE_TEXT, [], declined=True)}
+            answer = self._finish(prep, DECLINE_TEXT, [], declined=True)
+            yield {"type": "answer", "answer": answer, "retrieved": []}
             return
         shown = prep.sources[: self.settings.answer.prompt_sources]
         messages = build_messages(
@@ -119,12 +122,15 @@ class Assistant:
             parts.append(token)
             yield {"type": "token", "text": token}
         prep.timings["generate_ms"] = (time.perf_counter() - gen_start) * 1000
-        verified = self.verifier("".join(parts), prep.sources, prep.decision, shown=len(shown))
+        verified = self.verifier(
+            "".join(parts), prep.sources, prep.decision, shown=len(shown), question=prep.query
+        )
         if verified.composed:
             yield {"type": "replaced", "reason": verified.problem}
         yield {
             "type": "answer",
             "answer": self._finish(prep, verified.text, verified.citations, composed=verified.composed),
+            "retrieved": [source.hit.as_dict() for source in prep.sources],
         }
 
     async def prepare(
@@ -133,6 +139,7 @@ class Assistant:
         """Validate, condense, retrieve, rerank, decide; mark off-topic questions declined."""
         prep = self._begin(question, conversation_id, history)
         standalone = self.condenser(prep.question, prep.history)[:MAX_QUERY_CHARS]
+        prep.query = standalone
         result = await self.searcher.asearch(Query.parse(standalone), self.settings.answer.sources)
         prep.timings.update(result.query.timings)
         prep.decline_reason = self.scope(prep.question, standalone, result.hits)

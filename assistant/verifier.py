@@ -17,6 +17,7 @@ from assistant.prompt import Source
 from assistant.types import Citation
 
 _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_SCAFFOLD = re.compile(r"^\s*(Question|Decision|Sources):", re.M)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*(])")
 
 
@@ -59,6 +60,8 @@ def problem_with(
         return "too short"
     if not citations:
         return "no valid citation"
+    if _SCAFFOLD.search(text):
+        return "echoes the prompt"
     trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     if trigrams and len(set(trigrams)) / len(trigrams) < 0.6:
         return "repetitive"
@@ -75,14 +78,25 @@ def problem_with(
 
 def first_sentences(text: str, n: int = 2, limit: int = 320) -> str:
     """The opening sentences of a passage body (its title line dropped)."""
+    return focused_sentences(text, set(), n, limit)
+
+
+def focused_sentences(text: str, terms: set[str], n: int = 2, limit: int = 420) -> str:
+    """The opening sentence and the ``n - 1`` sentences sharing most ``terms``, in passage order."""
     body = text.split("\n\n", 1)[1] if "\n\n" in text else text
     body = " ".join(line.strip("-* ").strip() for line in body.splitlines() if line.strip())
-    picked = " ".join(_SENTENCE.split(body)[:n])
+    sentences = _SENTENCE.split(body)
+    ranked = sorted(
+        range(1, len(sentences)), key=lambda i: (-len(terms & set(tokenize(sentences[i]))), i)
+    )
+    keep = sorted([0, *ranked[: n - 1]]) if terms else list(range(min(n, len(sentences))))
+    picked = " ".join(sentences[i] for i in keep)
     return picked if len(picked) <= limit else picked[:limit].rsplit(" ", 1)[0] + " …"
 
 
-def compose(sources: list[Source], decision: Decision) -> tuple[str, list[Citation]]:
-    """An extractive answer: the decision, then what the top sources say, each cited."""
+def compose(sources: list[Source], decision: Decision, question: str = "") -> tuple[str, list[Citation]]:
+    """An extractive answer: the decision, then what the top sources say about the question, cited."""
+    terms = set(tokenize(question))
     deciding_ids = {c.chunk.id for c in decision.deciding}
     chosen = [s for s in sources if s.hit.chunk.id in deciding_ids] if decision.recommendation else []
     chosen += [s for s in sources if s not in chosen][: max(0, 3 - len(chosen))]
@@ -96,10 +110,10 @@ def compose(sources: list[Source], decision: Decision) -> tuple[str, list[Citati
         lines.append("Here is what the indexed material says:")
     for i, s in enumerate(chosen, 1):
         if s.hit.chunk.source_type == "manifest":
-            detail = "; ".join(s.citation.text.splitlines()[1:4])
+            detail = "; ".join(s.citation.text.splitlines()[1:5])
             lines.append(f"- {s.citation.title}: {detail} [{i}]")
         else:
-            lines.append(f"- {s.citation.title}: {first_sentences(s.citation.text)} [{i}]")
+            lines.append(f"- {s.citation.title}: {focused_sentences(s.citation.text, terms, 4, 600)} [{i}]")
     return "\n".join(lines), [s.citation for s in chosen]
 
 
@@ -130,14 +144,20 @@ class Verifier:
         self.min_words = min_words
 
     def __call__(
-        self, text: str, sources: list[Source], decision: Decision, shown: int | None = None
+        self,
+        text: str,
+        sources: list[Source],
+        decision: Decision,
+        shown: int | None = None,
+        question: str = "",
     ) -> Verified:
-        """Check ``text`` written from the first ``shown`` sources (all by default)."""
+        """Check ``text`` written from the first ``shown`` sources (all by default); a replacement
+        answer quotes what the sources say about ``question``."""
         seen = sources[:shown] if shown else sources
         cleaned, citations = renumber(text, seen)
         problem = problem_with(cleaned, citations, seen, decision, self.min_words)
         if problem:
-            composed, cites = compose(sources, decision)
+            composed, cites = compose(sources, decision, question)
             return Verified(composed, cites, True, problem)
         if decision.recommendation:
             cleaned, citations = name_deciding(cleaned, citations, sources, decision)

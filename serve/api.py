@@ -17,9 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from assistant.errors import ModelLoadError, OverloadedError, ServeWiseError, UnauthorizedError
+from assistant.feedback import FeedbackStore
 from assistant.serve_settings import ServeSettings
 from assistant.types import Answer, Turn
 from serve.errors import error_body, error_headers, status_of
+from serve.feedback_api import router as feedback_router
 from serve.metrics import Metrics
 from serve.middleware import BodyLimit, CountRequests
 from serve.openai_compat import ChatRequest, completion, completion_chunks, split_messages
@@ -64,8 +66,9 @@ class Starting:
         return {}
 
 
-def create_api(settings: ServeSettings | None = None) -> FastAPI:
-    """A FastAPI app; set ``app.state.backend`` (and the real ``app.state.settings``) before use."""
+def create_api(settings: ServeSettings | None = None, feedback: FeedbackStore | None = None) -> FastAPI:
+    """A FastAPI app; set ``app.state.backend`` (and the real ``app.state.settings``) before use.
+    ``feedback`` keeps ``POST /v1/feedback`` ratings (without one that route answers 503)."""
     app = FastAPI(
         title="ServeWise",
         version="1",
@@ -75,6 +78,7 @@ def create_api(settings: ServeSettings | None = None) -> FastAPI:
     app.state.backend = Starting()
     app.state.metrics = Metrics()
     app.state.inflight = 0
+    app.state.feedback = feedback
     app.add_middleware(BodyLimit)
     app.add_middleware(CountRequests)  # added last: outermost, so it sees 413s too
     _add_error_handlers(app)
@@ -184,12 +188,15 @@ def _add_routes(app: FastAPI) -> None:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/ask", response_model=Answer, dependencies=guarded, tags=["answers"])
-    async def ask(body: AskRequest, request: Request) -> Answer:
-        """The Answer JSON for one question."""
-        answer = None
+    async def ask(body: AskRequest, request: Request) -> Response:
+        """The Answer JSON for one question (plus ``retrieved`` when ``include_retrieved`` is set)."""
+        final: Event = {}
         async for event in admitted_events(request.app, body.question, body.conversation_id, body.history):
-            answer = event["answer"] if event["type"] == "answer" else answer
-        return answer
+            final = event if event["type"] == "answer" else final
+        payload = final["answer"].model_dump(mode="json")
+        if body.include_retrieved:
+            payload["retrieved"] = final.get("retrieved", [])
+        return JSONResponse(payload)
 
     @app.post("/v1/ask/stream", dependencies=guarded, tags=["answers"])
     async def ask_stream(body: AskRequest, request: Request) -> StreamingResponse:
@@ -217,6 +224,8 @@ def _add_routes(app: FastAPI) -> None:
         first, rest = await started(events)
         chunks = completion_chunks(first, rest)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=NO_BUFFER)
+
+    app.include_router(feedback_router, dependencies=guarded)
 
 
 NO_BUFFER = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -24,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from assistant.config import Settings, apply_offline_env, load_settings
 from assistant.conversations import Conversations
 from assistant.errors import ModelLoadError, StoreError
+from assistant.feedback import FeedbackStore
 from assistant.generator import build_generator
 from assistant.pipeline import Assistant
 from assistant.types import Turn
@@ -104,7 +105,7 @@ class Ingress:
         apply_offline_env()
         handles = {"retriever": retriever, "reranker": reranker, "generator": generator}
         model = build_generator(settings).name or "generator"  # not started: only its name
-        self._api = create_api(settings.serve)
+        self._api = create_api(settings.serve, feedback=FeedbackStore.from_config(settings))
         self._api.state.backend = ServeBackend(settings, handles, model, self._api.state.metrics)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -1,5 +1,6 @@
 """``servewise serve`` and ``servewise serve-config``: the console script's entry point adds these
-to the commands of :mod:`assistant.cli` (which never imports Ray itself).
+to the commands of :mod:`assistant.cli` (which never imports Ray itself), and ``servewise eval``
+from :mod:`eval.cli` (which imports no Ray either: it scores the graph over HTTP).
 
     servewise serve [--host 127.0.0.1] [--port 8000]     # a local Ray, the app, until Ctrl-C
     servewise serve --address ray://HOST:10001           # deploy onto an existing cluster and return
@@ -19,6 +20,9 @@ from assistant.cli import main as cli_main
 from assistant.config import OFFLINE_ENV, Settings
 from assistant.errors import ModelLoadError
 from assistant.index import Index
+from eval.cli import eval_command
+
+cli.add_command(eval_command)
 
 READY_TIMEOUT_S = 300.0
 

@@ -11,6 +11,7 @@ from typing import Any
 from assistant.errors import (
     BackendMissingError,
     ConfigError,
+    EndpointError,
     GenerationError,
     IndexNotFoundError,
     InputError,
@@ -35,6 +36,7 @@ STATUS: list[tuple[type[ServeWiseError], int]] = [
     (ModelLoadError, 503),
     (BackendMissingError, 503),
     (GenerationError, 502),
+    (EndpointError, 502),
     (ConfigError, 500),
 ]
 RETRY_AFTER_S = 2

@@ -17,6 +17,11 @@ class AskRequest(BaseModel):
     history: list[Turn] | None = Field(
         default=None, description="Earlier turns, instead of a stored conversation (stateless clients)."
     )
+    include_retrieved: bool = Field(
+        default=False,
+        description="/v1/ask only: also return `retrieved`, the passages the answer was built from "
+        "(the evaluation harness checks citations against them).",
+    )
 
 
 class Health(BaseModel):

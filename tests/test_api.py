@@ -55,6 +55,7 @@ class Backend:
                 model=model,
                 conversation_id="c1",
             ),
+            "retrieved": [{"ref": "fit/x", "text": "Ray Serve fits."}],
         }
 
     async def health(self) -> Health:
@@ -86,6 +87,15 @@ def test_ask_returns_the_answer_contract():
     assert reply.status_code == 200
     assert set(reply.json()) == set(Answer.model_fields)
     assert reply.json()["recommendation"] == "ray-serve"
+
+
+def test_ask_returns_the_passages_only_when_asked():
+    c, _ = client()
+    reply = c.post("/v1/ask", json={"question": "which?", "include_retrieved": True})
+    assert reply.json()["retrieved"] == [{"ref": "fit/x", "text": "Ray Serve fits."}]
+    assert set(reply.json()) == {*Answer.model_fields, "retrieved"}
+    declined = c.post("/v1/ask", json={"question": "declined", "include_retrieved": True})
+    assert declined.json()["retrieved"] == []
 
 
 def test_stream_is_tokens_then_the_answer():

@@ -166,3 +166,48 @@ def test_metrics_show_stages_queue_wait_and_replicas(app):
     for deployment, n in replicas.items():
         assert f'servewise_replicas{{deployment="{deployment}",state="RUNNING"}} {n:.1f}' in text
     assert "servewise_tokens_generated_total" in text and "servewise_serve_overhead_seconds_count" in text
+
+
+EVAL_ITEMS = """\
+items:
+  - {id: just-a-question, question: "How do canary rollouts work on KServe?"}
+  - id: rec-ray
+    question: We run all our pipelines on Ray already; which serving platform should we use?
+    platform: ray-serve
+    criteria: [fit/ray-serve-existing-ray]
+  - {id: oos, question: "What is the capital of France?", platform: none, scope: out}
+  - {id: own-cluster, question: "Which runtime does my sklearn service use?", corpus: corpus/manifests}
+"""
+
+
+def test_eval_scores_the_running_graph_over_http(app, tmp_path):
+    dataset, out = tmp_path / "items.yaml", tmp_path / "out"
+    dataset.write_text(EVAL_ITEMS)
+    command = [str(CLI), "eval", "--dataset", str(dataset), "--endpoint", app, "--out", str(out)]
+    command.append("--no-progress")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["id"] for a in answers] == ["just-a-question", "rec-ray", "oos"]
+    assert all(a["retrieved"] is not None for a in answers)
+    run = json.loads((out / "metrics.json").read_text())["runs"][0]
+    assert run["skipped"][0]["id"] == "own-cluster" and run["errors"] == []
+    assert run["metrics"]["citations"]["validity"]["value"] == 1.0
+    assert run["metrics"]["recommendation"]["accuracy"]["value"] == 1.0
+    assert "serve_overhead_ms" in run["metrics"]["latency"]
+    assert json.loads((out / "config.json").read_text())["endpoint"] == app
+    assert app in (out / "report.md").read_text()
+
+
+def test_feedback_on_an_answer_is_recorded_and_exported(app, corpus_index, tmp_path):
+    answer = ask(app, question=RAY_QUESTION).json()
+    body = {"conversation_id": answer["conversation_id"], "rating": "up", "answer": answer}
+    assert httpx.post(f"{app}/v1/feedback", json=body, timeout=30).status_code == 201
+    bad = httpx.post(f"{app}/v1/feedback", json={**body, "conversation_id": "nope"}, timeout=30)
+    assert bad.status_code == 404
+    out = tmp_path / "fb.jsonl"
+    command = [str(CLI), "--data-dir", str(corpus_index.data_dir), "feedback", "export", "--out", str(out)]
+    assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=120).returncode == 0
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    mine = [i for i in items if i["question"] == RAY_QUESTION and i["feedback"]["rating"] == "up"]
+    assert mine and mine[-1]["platform"] == "ray-serve"
