@@ -17,7 +17,7 @@ import click
 
 from assistant.cli import Context, cli, pass_ctx
 from assistant.cli import main as cli_main
-from assistant.config import OFFLINE_ENV, Settings
+from assistant.config import OFFLINE_ENV, Settings, export_env
 from assistant.errors import ModelLoadError
 from assistant.index import Index
 from eval.cli import eval_command
@@ -25,6 +25,8 @@ from eval.cli import eval_command
 cli.add_command(eval_command)
 
 READY_TIMEOUT_S = 300.0
+#: Ray Serve's throughput mode (Ray >= 2.56): gRPC between replicas, direct ingress to the replica.
+THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
 @cli.command("serve")
@@ -76,6 +78,8 @@ def start_ray(settings: Settings) -> None:
 
 def run(settings: Settings, wait: bool = True) -> None:
     """Deploy the app; with ``wait``, block until Ctrl-C or SIGTERM, then shut everything down."""
+    if settings.serve.ray.throughput_optimized and not settings.serve.ray.address:
+        export_env(THROUGHPUT_ENV)  # read when Ray and Serve are imported and their processes start
     import ray
     from ray import serve
 
