@@ -120,6 +120,7 @@ def write_outputs(out: Path, results: dict, settings: Settings, variants: list, 
 
 def summary(results: dict, report: Path) -> str:
     """The terminal summary: each run's targets, then where the report is."""
+    from eval.plots import value_of
     from eval.runner import TARGETS
 
     lines = []
@@ -130,7 +131,7 @@ def summary(results: dict, report: Path) -> str:
             f" ({len(run['errors'])} errors, {len(run['skipped'])} skipped, {run['seconds']:.0f} s)"
         )
         for path, ok in met.items():
-            value = _value(run["metrics"], path)
+            value = value_of(run, path)
             shown = "n/a" if value is None else f"{value:.1%}"
             lines.append(
                 f"  {'ok  ' if ok else 'MISS' if ok is False else 'n/a '} {TARGETS[path]['label']}: {shown}"
@@ -143,13 +144,6 @@ def _met(run: dict) -> dict:
     from eval.runner import target_results
 
     return target_results(run)
-
-
-def _value(metrics: dict, path: str) -> float | None:
-    node: Any = metrics
-    for part in path.split("."):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    return node.get("value") if isinstance(node, dict) else None
 
 
 def _merge(a: dict, b: dict) -> dict:

@@ -33,6 +33,7 @@ from eval import metrics as m
 from eval.answerers import Answerer, HttpAnswerer, InProcessAnswerer, Outcome
 from eval.dataset import EvalItem
 from eval.judge import Judge, summarize
+from eval.plots import target_met, value_of
 
 #: The quality targets (issue 5); ``min`` / ``max`` bound a dotted path into a run's metrics.
 TARGETS: dict[str, dict[str, Any]] = {
@@ -275,17 +276,7 @@ def generation_stats(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 def target_results(run: dict[str, Any]) -> dict[str, bool | None]:
     """Each target met (True), missed (False) or not measurable (None) in a run."""
-    out: dict[str, bool | None] = {}
-    for path, bound in TARGETS.items():
-        node: Any = run["metrics"]
-        for part in path.split("."):
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        value = node.get("value") if isinstance(node, dict) else None
-        if value is None:
-            out[path] = None
-        else:
-            out[path] = value >= bound["min"] if "min" in bound else value <= bound["max"]
-    return out
+    return {path: target_met(value_of(run, path), bound) for path, bound in TARGETS.items()}
 
 
 def write_answers(path: Path, outcomes: Sequence[Outcome]) -> None:

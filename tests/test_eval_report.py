@@ -13,6 +13,7 @@ import yaml
 from eval.metrics import rows, score
 from eval.plots import row_problems
 from eval.report import FAILURE_CAP, MATPLOTLIB_HINT, render_markdown, write_report
+from eval.runner import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "eval" / "datasets" / "dev.yaml"
@@ -27,14 +28,6 @@ IDS = (
     "follow-001",
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TARGETS = {
-    "recommendation.accuracy": {"min": 0.95, "label": "Recommendation accuracy (items with a pick)"},
-    "recommendation.no_overclaim": {"min": 0.90, "label": "No overclaim (items without a pick)"},
-    "citations.validity": {"min": 1.0, "label": "Citation validity"},
-    "concepts.coverage": {"min": 0.90, "label": "Concept coverage"},
-    "scope.decline_rate": {"min": 0.95, "label": "Out-of-scope declined"},
-    "scope.false_decline_rate": {"max": 0.03, "label": "False declines (in scope)"},
-}
 MANIFEST = "InferenceService/fraud-detector (namespace risk)\ncanary: 10 at spec.predictor.canaryTraffic"
 
 
