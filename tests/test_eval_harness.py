@@ -264,3 +264,23 @@ def test_compare_with_an_endpoint_is_refused(tmp_path):
     ]
     result = CliRunner().invoke(cli, args)
     assert "cannot be used with --endpoint" in str(result.exception)
+
+
+def test_check_exits_1_when_a_target_is_missed(corpus_index, tmp_path):
+    question = "We run all our pipelines on Ray already; which serving platform should we use?"
+    dataset = write(
+        tmp_path / "d.yaml", yaml.safe_dump([{"id": "wrong-gold", "question": question, "scope": "out"}])
+    )
+    args = [
+        "--data-dir",
+        str(corpus_index.data_dir),
+        "eval",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    env = {"SERVEWISE_GENERATOR__KIND": "extractive"}
+    result = CliRunner().invoke(cli, [*args, "--no-progress", "--check"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "MISS Out-of-scope declined: 0.0%" in result.output
