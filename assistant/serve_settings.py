@@ -70,8 +70,8 @@ class RaySettings(_Section):
     include_dashboard: bool = False
     throughput_optimized: bool = Field(
         default=True,
-        description="Start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1: gRPC between replicas and the "
-        "ingress replica serving HTTP itself (halves Serve's overhead per answer here).",
+        description="Start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas, the ingress "
+        "replica serving HTTP itself) and user code in its own thread: less Serve overhead per answer.",
     )
 
 

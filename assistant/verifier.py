@@ -86,9 +86,7 @@ def focused_sentences(text: str, terms: set[str], n: int = 2, limit: int = 420) 
     body = text.split("\n\n", 1)[1] if "\n\n" in text else text
     body = " ".join(line.strip("-* ").strip() for line in body.splitlines() if line.strip())
     sentences = _SENTENCE.split(body)
-    ranked = sorted(
-        range(1, len(sentences)), key=lambda i: (-len(terms & set(tokenize(sentences[i]))), i)
-    )
+    ranked = sorted(range(1, len(sentences)), key=lambda i: (-len(terms & set(tokenize(sentences[i]))), i))
     keep = sorted([0, *ranked[: n - 1]]) if terms else list(range(min(n, len(sentences))))
     picked = " ".join(sentences[i] for i in keep)
     return picked if len(picked) <= limit else picked[:limit].rsplit(" ", 1)[0] + " …"
