@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from assistant.cli import Context, pass_ctx
-from assistant.config import Settings
+from assistant.config import Settings, deep_merge
 
 
 @click.command("eval")
@@ -67,18 +67,18 @@ def eval_command(
 ) -> None:
     """Score answer quality over a dataset and write answers, metrics and a report."""
     from eval.dataset import load_dataset
-    from eval.runner import Evaluation, Variant, parse_variant
+    from eval.runner import Evaluation, Variant, parse_variant, target_results
 
     items = select(load_dataset(dataset_path), only, limit)
     variants = [Variant("base"), *(parse_variant(spec) for spec in compare)]
     flags: dict[str, Any] = {"eval": {"concurrency": concurrency}} if concurrency else {}
-    settings_for = lambda overrides: ctx.with_flags(_merge(flags, overrides))  # noqa: E731
+    settings_for = lambda overrides: ctx.with_flags(deep_merge(flags, overrides))  # noqa: E731
     out = Path(out_dir or default_out(dataset_path))
     evaluation = Evaluation(items, settings_for, Path(dataset_path), endpoint, progress=not no_progress)
     results = asyncio.run(evaluation.run(variants, out))
     report = write_outputs(out, results, settings_for({}), variants, endpoint)
     click.echo(summary(results, report))
-    if check and not all(v is not False for v in _met(results["runs"][0]).values()):
+    if check and not all(v is not False for v in target_results(results["runs"][0]).values()):
         sys.exit(1)
 
 
@@ -121,11 +121,11 @@ def write_outputs(out: Path, results: dict, settings: Settings, variants: list, 
 def summary(results: dict, report: Path) -> str:
     """The terminal summary: each run's targets, then where the report is."""
     from eval.plots import value_of
-    from eval.runner import TARGETS
+    from eval.runner import TARGETS, target_results
 
     lines = []
     for run in results["runs"]:
-        met = _met(run)
+        met = target_results(run)
         lines.append(
             f"{run['label']}: {sum(v is True for v in met.values())}/{len(met)} targets met"
             f" ({len(run['errors'])} errors, {len(run['skipped'])} skipped, {run['seconds']:.0f} s)"
@@ -138,15 +138,3 @@ def summary(results: dict, report: Path) -> str:
             )
     lines.append(f"report: {report}")
     return "\n".join(lines)
-
-
-def _met(run: dict) -> dict:
-    from eval.runner import target_results
-
-    return target_results(run)
-
-
-def _merge(a: dict, b: dict) -> dict:
-    from assistant.config import deep_merge
-
-    return deep_merge(a, b)

@@ -25,6 +25,16 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+EXTRACTIVE = {"SERVEWISE_GENERATOR__KIND": "extractive"}
+
+
+def run_eval(dataset: Path, *flags: str, data_dir: Path | None = None, env: dict | None = None):
+    """``servewise [--data-dir D] eval --dataset FILE --no-progress FLAGS...`` through click."""
+    head = ["--data-dir", str(data_dir)] if data_dir else []
+    args = [*head, "eval", "--dataset", str(dataset), "--no-progress", *flags]
+    return CliRunner().invoke(cli, args, env=env)
+
+
 # -- datasets -----------------------------------------------------------------------------------
 def test_dev_set_loads_with_every_label(tmp_path):
     items = load_dataset(ROOT / "eval/datasets/dev.yaml")
@@ -155,10 +165,8 @@ items:
 def eval_run(corpus_index, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "out"
     dataset = write(out.parent / "mini.yaml", DATASET)
-    args = ["--data-dir", str(corpus_index.data_dir), "eval", "--dataset", str(dataset), "--out", str(out)]
-    args += ["--compare", "reranker.kind=none", "--no-progress"]
-    env = {"SERVEWISE_GENERATOR__KIND": "extractive"}
-    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    flags = ["--out", str(out), "--compare", "reranker.kind=none"]
+    result = run_eval(dataset, *flags, data_dir=corpus_index.data_dir, env=EXTRACTIVE)
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -220,10 +228,7 @@ def test_items_with_a_corpus_get_a_fresh_index(corpus_index, tmp_path):
         ),
     )
     out = tmp_path / "out"
-    args = ["--data-dir", str(corpus_index.data_dir), "eval", "--dataset", str(dataset), "--out", str(out)]
-    result = CliRunner().invoke(
-        cli, [*args, "--no-progress"], env={"SERVEWISE_GENERATOR__KIND": "extractive"}
-    )
+    result = run_eval(dataset, "--out", str(out), data_dir=corpus_index.data_dir, env=EXTRACTIVE)
     assert result.exit_code == 0, result.output
     run = json.loads((out / "metrics.json").read_text())["runs"][0]
     assert run["skipped"] == [
@@ -237,32 +242,14 @@ def test_items_with_a_corpus_get_a_fresh_index(corpus_index, tmp_path):
 
 def test_endpoint_that_is_down_is_a_clear_error(tmp_path):
     dataset = write(tmp_path / "d.yaml", "- {id: a, question: q}\n")
-    args = [
-        "eval",
-        "--dataset",
-        str(dataset),
-        "--endpoint",
-        "http://127.0.0.1:9",
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    result = CliRunner().invoke(cli, [*args, "--no-progress"])
+    result = run_eval(dataset, "--endpoint", "http://127.0.0.1:9", "--out", str(tmp_path / "o"))
     assert result.exit_code != 0
     assert "cannot reach http://127.0.0.1:9" in str(result.exception)
 
 
 def test_compare_with_an_endpoint_is_refused(tmp_path):
     dataset = write(tmp_path / "d.yaml", "- {id: a, question: q}\n")
-    args = [
-        "eval",
-        "--dataset",
-        str(dataset),
-        "--endpoint",
-        "http://127.0.0.1:9",
-        "--compare",
-        "retrieval.top_k=3",
-    ]
-    result = CliRunner().invoke(cli, args)
+    result = run_eval(dataset, "--endpoint", "http://127.0.0.1:9", "--compare", "retrieval.top_k=3")
     assert "cannot be used with --endpoint" in str(result.exception)
 
 
@@ -271,16 +258,7 @@ def test_check_exits_1_when_a_target_is_missed(corpus_index, tmp_path):
     dataset = write(
         tmp_path / "d.yaml", yaml.safe_dump([{"id": "wrong-gold", "question": question, "scope": "out"}])
     )
-    args = [
-        "--data-dir",
-        str(corpus_index.data_dir),
-        "eval",
-        "--dataset",
-        str(dataset),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    env = {"SERVEWISE_GENERATOR__KIND": "extractive"}
-    result = CliRunner().invoke(cli, [*args, "--no-progress", "--check"], env=env)
+    flags = ["--out", str(tmp_path / "o"), "--check"]
+    result = run_eval(dataset, *flags, data_dir=corpus_index.data_dir, env=EXTRACTIVE)
     assert result.exit_code == 1, result.output
     assert "MISS Out-of-scope declined: 0.0%" in result.output
