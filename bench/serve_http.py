@@ -2,8 +2,9 @@
 ``POST /v1/ask/stream`` read as server-sent events, and its ``/metrics`` scraped and summarized.
 
 Each Serve answer's ``timings`` carry ``serve_overhead_ms`` (handle round trips minus the deployments'
-own time, summed over the hops) and, per hop, ``wait_retriever_ms``, ``wait_reranker_ms`` and
-``wait_generator_ms``; :func:`hop_figures` turns them into per-level percentiles.
+own time, summed over the hops), per hop, ``wait_retriever_ms``, ``wait_reranker_ms`` and
+``wait_generator_ms``, and ``queued_retriever_ms`` (the part of the retriever's wait spent in its
+batch queue); :func:`hop_figures` turns them into per-level percentiles.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from answer import pct as nearest_rank
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 SCRAPE_EVERY_S = 2.0
 #: The answer's per-hop waits (``timings`` keys), kept per request under the same names.
-HOP_KEYS = ("wait_retriever_ms", "wait_reranker_ms", "wait_generator_ms")
+HOP_KEYS = ("wait_retriever_ms", "wait_reranker_ms", "wait_generator_ms", "queued_retriever_ms")
 
 
 # -- one request's figures ---------------------------------------------------------------------
@@ -154,6 +155,8 @@ def hop_figures(results: list[dict[str, Any]]) -> dict[str, float | None]:
         "generator_hop_p95_ms": pct(values("wait_generator_ms"), 0.95),
         "retriever_wait_p50_ms": pct(values("wait_retriever_ms"), 0.5),
         "reranker_wait_p50_ms": pct(values("wait_reranker_ms"), 0.5),
+        "retriever_queued_p50_ms": pct(values("queued_retriever_ms"), 0.5),
+        "retriever_queued_p95_ms": pct(values("queued_retriever_ms"), 0.95),
     }
 
 

@@ -22,12 +22,21 @@ def level(part: dict[str, Any] | None, concurrency: int) -> dict[str, Any] | Non
     return next((lv for lv in (part or {}).get("levels", []) if lv["concurrency"] == concurrency), None)
 
 
+#: Ratios printed for reference, with no target.
+REFERENCE = ("serve_vs_vllm_sequential_answers_8", "bare_vs_naive_answers_8")
+
+
+def per_s(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None, key: str) -> float | None:
+    """``numerator[key] / denominator[key]``, None when either is missing."""
+    return numerator[key] / denominator[key] if numerator and denominator else None
+
+
 def ratios(r: dict[str, Any]) -> dict[str, Any]:
     """The figures compared to the targets (None where a part, level or figure is missing)."""
     s8, b8, naive = level(r.get("serve"), 8), level(r.get("bare"), 8), r.get("naive")
     values = {
-        "serve_vs_bare_tokens_8": s8["tokens_per_s"] / b8["tokens_per_s"] if s8 and b8 else None,
-        "serve_vs_naive_answers_8": s8["answers_per_s"] / naive["answers_per_s"] if s8 and naive else None,
+        "serve_vs_bare_tokens_8": per_s(s8, b8, "tokens_per_s"),
+        "serve_vs_naive_answers_8": per_s(s8, naive, "answers_per_s"),
         "serve_overhead_p50_ms_8": s8["serve_overhead_p50_ms"] if s8 else None,
         "serve_generator_hop_p50_ms_8": s8.get("generator_hop_p50_ms") if s8 else None,
         "cold_start_s": r["serve"]["cold_start_s"],
@@ -37,6 +46,9 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
         op, target = TARGETS[key]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         out[key] = {"value": value, "target": f"{op} {target}", "met": met}
+    reference = (per_s(s8, r.get("vllm_sequential"), "answers_per_s"), per_s(b8, naive, "answers_per_s"))
+    for key, value in zip(REFERENCE, reference, strict=True):
+        out[key] = {"value": value, "target": None, "met": None}
     return out
 
 
@@ -72,6 +84,8 @@ def hop_row(lv: dict[str, Any]) -> dict[str, str]:
         "gen hop p50": fmt(lv.get("generator_hop_p50_ms"), ".1f"),
         "gen hop p95": fmt(lv.get("generator_hop_p95_ms"), ".1f"),
         "retr wait p50": fmt(lv.get("retriever_wait_p50_ms"), ".1f"),
+        "retr batch queue p50/p95": f"{fmt(lv.get('retriever_queued_p50_ms'), '.1f')}"
+        f"/{fmt(lv.get('retriever_queued_p95_ms'), '.1f')}",
         "rerank wait p50": fmt(lv.get("reranker_wait_p50_ms"), ".1f"),
     }
 
@@ -135,9 +149,12 @@ def part_grid(title: str, part: dict[str, Any], serve: bool) -> str:
 
 
 def target_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
-    """Each ratio against its target."""
+    """Each ratio against its target (the reference ratios without one)."""
     rows = []
     for key, v in r["ratios"].items():
+        if v["target"] is None:
+            rows.append((key, f"{fmt(v['value'], '.2f')}  (reference, no target)"))
+            continue
         met = {True: "met", False: "MISSED", None: "n/a"}[v["met"]]
         rows.append((key, f"{fmt(v['value'], '.2f')}  (target {v['target']}: {met})"))
     return rows
@@ -146,11 +163,12 @@ def target_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
 def report(r: dict[str, Any], bare_flags: list[str]) -> None:
     """Plain-text tables (``bare_flags``: the bare server's engine flags)."""
     print(f"data dir {r['data_dir']}; ingest {r['ingest_s']:.1f} s; load average at the end {r['load_avg']}")
-    print(f"generator settings (naive and Serve app): {r['generator_settings']}")
+    print(f"generator settings (vLLM in-process and Serve app): {r['generator_settings']}")
     print(f"bare server flags: {' '.join(bare_flags)}")
-    if n := r.get("naive"):
-        title = f"Naive (in-process, sequential; engine start {n['engine_start_s']:.1f} s)"
-        print(grid(title, [level_row(n)]))
+    for key, what in (("naive", "Naive: transformers generate"), ("vllm_sequential", "vLLM in-process")):
+        if n := r.get(key):
+            title = f"{what} (whole pipeline, sequential; model load {n['engine_start_s']:.1f} s)"
+            print(grid(title, [level_row(n)]))
     if b := r.get("bare"):
         print(part_grid(f"Bare vLLM server (start {fmt(b.get('start_s'), '.1f')} s)", b, False))
     s = r["serve"]

@@ -64,6 +64,8 @@ class ServeBackend:
                 event["answer"].timings["serve_overhead_ms"] = round(meter.overhead_ms, 1)
                 for stage, ms in meter.by_stage.items():
                     event["answer"].timings[f"wait_{stage.lower()}_ms"] = round(ms, 1)
+                for stage, ms in meter.queued.items():
+                    event["answer"].timings[f"queued_{stage.lower()}_ms"] = round(ms, 1)
                 event["tokens"] = meter.tokens
             yield event
 

@@ -20,15 +20,29 @@ from assistant.cli import main as cli_main
 from assistant.config import OFFLINE_ENV, Settings, export_env
 from assistant.errors import ModelLoadError
 from assistant.index import Index
+from assistant.serve_settings import RaySettings
 from eval.cli import eval_command
 
 cli.add_command(eval_command)
 
 READY_TIMEOUT_S = 300.0
-#: Ray Serve's throughput mode (Ray >= 2.56): gRPC between replicas, direct ingress to the replica;
+#: Ray Serve's throughput mode (Ray >= 2.56): gRPC between replicas (HTTP still enters through Serve's
+#: proxy actor, which forwards to the ingress replica);
 #: user code kept off the replica's own event loop (the mode's default puts it there, which made
 #: requests wait behind the retriever's encoder: its queue at 8 clients 58-100 ms, 22 ms without).
 THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
+
+
+def ray_env(r: RaySettings) -> dict[str, str]:
+    """The environment a local Ray and Serve are started with, from ``serve.ray``: throughput mode
+    and the controller's loop interval.
+
+    Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``) was measured and left out: it saved
+    about 1.3% of a core at 8 clients, but its stats and metrics listeners bind every interface on
+    fixed ports and its admin socket is world-writable."""
+    env = dict(THROUGHPUT_ENV) if r.throughput_optimized else {}
+    env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = str(r.control_loop_interval_s)
+    return env
 
 
 @cli.command("serve")
@@ -80,8 +94,8 @@ def start_ray(settings: Settings) -> None:
 
 def run(settings: Settings, wait: bool = True) -> None:
     """Deploy the app; with ``wait``, block until Ctrl-C or SIGTERM, then shut everything down."""
-    if settings.serve.ray.throughput_optimized and not settings.serve.ray.address:
-        export_env(THROUGHPUT_ENV)  # read when Ray and Serve are imported and their processes start
+    if not settings.serve.ray.address:
+        export_env(ray_env(settings.serve.ray))  # read when Ray and Serve are imported and start
     import ray
     from ray import serve
 

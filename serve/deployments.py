@@ -3,6 +3,8 @@
 
 * ``Retriever``: hybrid retrieval; ``@serve.batch`` embeds concurrent queries in one encoder pass.
 * ``Reranker``: MaxSim (or the configured reranker), batched the same way.
+  Both report each call's time in their batch queue (``queued_ms``), so the ingress can tell
+  queueing behind other requests from the cost of the hop itself.
 * ``Generator``: vLLM's async engine in the replica; streams text in chunks of at most
   ``serve.stream_interval_ms`` (each streamed item is a Ray hop), then its own timing.
 """
@@ -41,17 +43,23 @@ class RetrieverDeployment:
         self.retriever = HybridRetriever.from_config(settings, embedder, self.index)
         self.retriever.batch([Query.parse("warm up the encoder and the indexes")], 1)
         batch = settings.serve.retriever_batch
-        self.search.set_max_batch_size(batch.max_batch_size)
-        self.search.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        self._search.set_max_batch_size(batch.max_batch_size)
+        self._search.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+
+    async def search(self, request: tuple[Query, int]) -> StageResult:
+        """One ``(query, limit)``, batched with whatever else is queued."""
+        return await self._search((request, time.perf_counter()))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def search(self, requests: list[tuple[Query, int]]) -> list[StageResult]:
-        """One batch of ``(query, limit)``."""
+    async def _search(self, requests: list[tuple[tuple[Query, int], float]]) -> list[StageResult]:
         started = time.perf_counter()
-        queries = [q for q, _ in requests]
-        found = await asyncio.to_thread(self.retriever.batch, queries, max(n for _, n in requests))
+        queries = [q for (q, _), _ in requests]
+        found = await asyncio.to_thread(self.retriever.batch, queries, max(n for (_, n), _ in requests))
         busy = _ms_since(started)
-        return [StageResult(q, hits[:n], busy) for (q, n), hits in zip(requests, found, strict=True)]
+        return [
+            StageResult(q, hits[:n], busy, (started - arrived) * 1000)
+            for ((q, n), arrived), hits in zip(requests, found, strict=True)
+        ]
 
     def info(self) -> dict[str, int]:
         """Index size, for the health check."""
@@ -67,16 +75,24 @@ class RerankerDeployment:
         embedder = SentenceTransformerEmbedder.from_config(settings.embedder)
         self.reranker = build_reranker(settings, embedder)
         batch = settings.serve.reranker_batch
-        self.rerank.set_max_batch_size(batch.max_batch_size)
-        self.rerank.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        self._rerank.set_max_batch_size(batch.max_batch_size)
+        self._rerank.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+
+    async def rerank(self, request: tuple[Query, list[ScoredChunk], int]) -> StageResult:
+        """One ``(query, candidates, k)``, batched with whatever else is queued."""
+        return await self._rerank((request, time.perf_counter()))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def rerank(self, requests: list[tuple[Query, list[ScoredChunk], int]]) -> list[StageResult]:
-        """One batch of ``(query, candidates, k)``."""
+    async def _rerank(
+        self, requests: list[tuple[tuple[Query, list[ScoredChunk], int], float]]
+    ) -> list[StageResult]:
         started = time.perf_counter()
-        ranked = await asyncio.to_thread(lambda: [self.reranker(q, c, k) for q, c, k in requests])
+        ranked = await asyncio.to_thread(lambda: [self.reranker(q, c, k) for (q, c, k), _ in requests])
         busy = _ms_since(started)
-        return [StageResult(q, hits, busy) for (q, _, _), hits in zip(requests, ranked, strict=True)]
+        return [
+            StageResult(q, hits, busy, (started - arrived) * 1000)
+            for ((q, _, _), arrived), hits in zip(requests, ranked, strict=True)
+        ]
 
 
 @serve.deployment(name="Generator")

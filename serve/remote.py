@@ -30,19 +30,23 @@ from serve.metrics import Metrics
 @dataclass(slots=True)
 class StageResult:
     """What the retriever and reranker deployments return: the query (with its encodings and
-    timings filled in), the hits, and the milliseconds the deployment spent on the call."""
+    timings filled in), the hits, the milliseconds the deployment spent on the call's batch, and
+    the milliseconds the call waited in the batch queue before it (part of the hop's wait)."""
 
     query: Query
     hits: list[ScoredChunk]
     busy_ms: float
+    queued_ms: float = 0.0
 
 
 @dataclass
 class Meter:
-    """Per request: Serve's own time per hop (deployment name -> ms) and the tokens generated."""
+    """Per request: Serve's own time per hop (deployment name -> ms), the part of it spent in a
+    batch queue, and the tokens generated."""
 
     tokens: int = 0
     by_stage: dict[str, float] = field(default_factory=dict)
+    queued: dict[str, float] = field(default_factory=dict)
 
     @property
     def overhead_ms(self) -> float:
@@ -105,7 +109,7 @@ class RemoteSearcher:
         started = time.perf_counter()
         result: StageResult = await call(method.remote(request), name.lower(), StoreError)
         wait = max(0.0, (time.perf_counter() - started) * 1000 - result.busy_ms)
-        record_wait(self.metrics, name, wait)
+        record_wait(self.metrics, name, wait).queued[name] = result.queued_ms
         return result
 
 

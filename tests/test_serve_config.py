@@ -56,3 +56,17 @@ def test_a_profile_flag_applies_the_whole_profile_layer(tmp_path):
     settings = Context(None, {"data_dir": str(tmp_path)}).with_flags({"serve": {"profile": "gpu", "port": 9}})
     assert settings.serve.port == 9 and settings.data_dir == tmp_path
     assert settings.serve.generator.ray_actor_options["num_gpus"] == 1
+
+
+def test_the_local_ray_env_follows_serve_ray():
+    from assistant.serve_settings import RaySettings
+    from serve.cli import ray_env
+
+    env = ray_env(load_settings(environ={}).serve.ray)
+    assert env == {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    }
+    plain = ray_env(RaySettings(throughput_optimized=False, control_loop_interval_s=0.1))
+    assert plain == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}

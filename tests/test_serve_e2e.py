@@ -112,6 +112,20 @@ def test_stream_is_read_to_the_end(app):
                 answer = json.loads(line[6:])
     assert names[0] == "token" and names[-1] == "answer" and "error" not in names
     assert answer["recommendation"] == "ray-serve"
+    timings = answer["timings"]
+    assert {"wait_retriever_ms", "queued_retriever_ms", "wait_reranker_ms", "queued_reranker_ms"} <= set(
+        timings
+    )
+    assert timings["queued_retriever_ms"] <= timings["wait_retriever_ms"] + 1  # queueing is part of the wait
+
+
+def test_text_streams_as_it_is_generated(app):
+    stamps = []
+    with httpx.stream("POST", f"{app}/v1/ask/stream", json={"question": RAY_QUESTION}, timeout=180) as reply:
+        for line in reply.iter_lines():
+            if line == "event: token":
+                stamps.append(time.perf_counter())
+    assert len(stamps) > 1 and stamps[-1] - stamps[0] > 0.1  # chunks came as generated, not at the end
 
 
 def test_openai_client_streams_and_completes(app):
