@@ -5,8 +5,10 @@
 * ``Reranker``: MaxSim (or the configured reranker), batched the same way.
   Both report each call's time in their batch queue (``queued_ms``), so the ingress can tell
   queueing behind other requests from the cost of the hop itself.
-* ``Generator``: vLLM's async engine in the replica; streams text in chunks of at most
-  ``serve.stream_interval_ms`` (each streamed item is a Ray hop), then its own timing.
+* ``Generator``: vLLM's async engine in the replica; streams text in chunks at most every
+  ``serve.stream_interval_ms``, less often when many streams are in flight
+  (``serve.stream_chunks_per_s`` over all of them: each streamed item is a Ray hop), then its own
+  timing.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from serve.remote import StageResult
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def chunk_interval_s(active: int, floor_s: float, chunks_per_s: float) -> float:
+    """Seconds between one stream's chunks: ``floor_s``, or longer when ``active`` streams would
+    together send more than ``chunks_per_s`` chunks a second."""
+    return max(floor_s, active / chunks_per_s)
 
 
 @serve.deployment(name="Retriever")
@@ -102,19 +110,27 @@ class GeneratorDeployment:
     async def __init__(self, settings: Settings) -> None:
         apply_offline_env()
         self.generator = build_generator(settings)
-        self.interval = settings.serve.stream_interval_ms / 1000
+        self.floor_s = settings.serve.stream_interval_ms / 1000
+        self.chunks_per_s = settings.serve.stream_chunks_per_s
+        self.active = 0  # streams in flight (the replica's user code runs on one event loop)
         await self.generator.start()
 
     async def stream(self, messages: Messages, params: GenerationParams) -> AsyncIterator[Any]:
-        """The first delta at once, later ones gathered for ``interval`` seconds."""
+        """The first delta at once, later ones gathered for :func:`chunk_interval_s` seconds."""
         started, last, parts, tokens = time.perf_counter(), 0.0, [], 0
-        async for delta in self.generator.stream(messages, params):
-            parts.append(delta)
-            tokens += 1
-            if time.perf_counter() - last >= self.interval:
-                yield "".join(parts)
-                parts.clear()
-                last = time.perf_counter()
+        self.active += 1
+        try:
+            async for delta in self.generator.stream(messages, params):
+                parts.append(delta)
+                tokens += 1
+                if time.perf_counter() - last >= chunk_interval_s(
+                    self.active, self.floor_s, self.chunks_per_s
+                ):
+                    yield "".join(parts)
+                    parts.clear()
+                    last = time.perf_counter()
+        finally:
+            self.active -= 1
         if parts:
             yield "".join(parts)
         yield {"busy_ms": _ms_since(started), "tokens": tokens}

@@ -70,3 +70,13 @@ def test_the_local_ray_env_follows_serve_ray():
     }
     plain = ray_env(RaySettings(throughput_optimized=False, control_loop_interval_s=0.1))
     assert plain == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}
+
+
+def test_stream_chunks_thin_out_as_streams_grow():
+    from serve.deployments import chunk_interval_s
+
+    s = load_settings(environ={}).serve
+    floor, rate = s.stream_interval_ms / 1000, s.stream_chunks_per_s
+    assert chunk_interval_s(1, floor, rate) == chunk_interval_s(3, floor, rate) == 0.15
+    assert chunk_interval_s(8, floor, rate) == pytest.approx(0.32)  # 25 chunks/s over 8 streams
+    assert chunk_interval_s(16, floor, rate) == pytest.approx(0.64)
