@@ -20,10 +20,10 @@ from typing import Any
 
 from answer import one, prompts_for
 from common import log
+from procs import NAME
 
 from assistant.generator import GenerationParams, Messages
 
-NAME = "serve"
 #: The converted model's own dtype, which is also transformers' "auto". On this AVX512-BF16 CPU it is
 #: the faster one for plain torch: 15.7-16.9 tok/s against 13.2-13.4 for float32 (128 tokens, batch 1).
 DTYPE = "bfloat16"
