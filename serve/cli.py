@@ -42,6 +42,7 @@ def ray_env(r: RaySettings) -> dict[str, str]:
     fixed ports and its admin socket is world-writable."""
     env = dict(THROUGHPUT_ENV) if r.throughput_optimized else {}
     env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = str(r.control_loop_interval_s)
+    env["RAY_worker_niceness"] = str(r.worker_niceness)
     return env
 
 

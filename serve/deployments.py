@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from ray import serve
@@ -97,8 +98,8 @@ class RerankerDeployment:
         started = time.perf_counter()
         ranked = await asyncio.to_thread(lambda: [self.reranker(q, c, k) for (q, c, k), _ in requests])
         busy = _ms_since(started)
-        return [
-            StageResult(q, hits, busy, (started - arrived) * 1000)
+        return [  # the ingress needs no vectors back: the reply stays small
+            StageResult(replace(q, dense=None, tokens=None), hits, busy, (started - arrived) * 1000)
             for ((q, _, _), arrived), hits in zip(requests, ranked, strict=True)
         ]
 

@@ -32,6 +32,7 @@ from assistant.models import (
     resolve_generator_model,
 )
 from assistant.openai_generator import OpenAICompatibleGenerator
+from assistant.priority import descendants, lower_priority, threads
 from assistant.vllm_generator import VLLMGenerator, vllm_env
 from tests.conftest import make_settings
 
@@ -146,6 +147,26 @@ def test_vllm_env(tmp_path):
     if cpus == list(range(cpus[-1] + 1)):  # a contiguous set, as on this box: every CPU
         assert auto["VLLM_CPU_OMP_THREADS_BIND"] == f"0-{cpus[-1]}" if len(cpus) > 1 else "0"
     assert auto["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+
+
+def test_lowering_priority_reaches_every_thread_of_the_given_processes_only():
+    probe = "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"
+    before = (os.sched_getscheduler(0), os.nice(0))
+    child = subprocess.Popen([sys.executable, "-c", probe])
+    try:
+        deadline = time.monotonic() + 10
+        while len(threads(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in descendants(os.getpid())
+        assert lower_priority([child.pid], nice=3, idle=True) == len(threads(child.pid)) == 2
+        for tid in threads(child.pid):
+            assert os.sched_getscheduler(tid) == os.SCHED_IDLE
+            assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, before[1] + 3)
+        assert (os.sched_getscheduler(0), os.nice(0)) == before  # the caller keeps its own
+        assert lower_priority([2**22 + 7]) == 0  # a process that is gone is skipped
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_unstarted_vllm_generator_is_not_healthy(loop, tmp_path):

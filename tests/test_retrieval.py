@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from assistant.embedder import SentenceTransformerEmbedder, native_bfloat16
 from assistant.errors import ConfigError, IndexNotFoundError, InputError, ModelLoadError
 from assistant.reranker import CrossEncoderReranker, MaxSimReranker, maxsim
 from assistant.retriever import Query, rrf
@@ -160,3 +161,17 @@ def test_cli_errors_are_one_line(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: no index in") and "Traceback" not in out.stderr
+
+
+def test_bfloat16_and_float32_encoders_agree(embedder):
+    """The default ``auto`` picks bfloat16 only where the CPU computes it natively; either way the
+    vectors match float32 ones closely enough for one index to serve both."""
+    texts = ["How do canary rollouts work on KServe?", "spec.predictor.canaryTrafficPercent"]
+    full = SentenceTransformerEmbedder(embedder.model_path, dtype="float32")
+    half = SentenceTransformerEmbedder(embedder.model_path, dtype="bfloat16")
+    a, b = full.encode(texts), half.encode(texts)
+    assert not full._bfloat16 and half._bfloat16
+    assert b.dense.dtype == np.float32 and (a.dense * b.dense).sum(axis=1).min() > 0.9995
+    assert all((x * y).sum(axis=1).min() > 0.999 for x, y in zip(a.tokens, b.tokens, strict=True))
+    assert np.allclose(half.embed_batch(texts), b.dense, atol=1e-2)
+    assert embedder._bfloat16 == native_bfloat16()

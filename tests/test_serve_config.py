@@ -67,9 +67,16 @@ def test_the_local_ray_env_follows_serve_ray():
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+        "RAY_worker_niceness": "0",  # Ray's own default, 15, puts every replica behind the model
     }
-    plain = ray_env(RaySettings(throughput_optimized=False, control_loop_interval_s=0.1))
-    assert plain == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1"}
+    plain = ray_env(RaySettings(throughput_optimized=False, control_loop_interval_s=0.1, worker_niceness=5))
+    assert plain == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_worker_niceness": "5"}
+
+
+def test_the_cpu_profile_puts_the_engine_behind_every_other_stage():
+    cpu = load_settings(environ={})
+    assert cpu.generator.engine_idle and cpu.generator.engine_nice == 0
+    assert not load_settings(environ={"SERVEWISE_SERVE__PROFILE": "gpu"}).generator.engine_idle
 
 
 def test_stream_chunks_thin_out_as_streams_grow():

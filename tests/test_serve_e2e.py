@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from assistant.config import Settings
+from assistant.priority import descendants, threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "servewise"
@@ -53,8 +54,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def app(corpus_index: Settings, tmp_path_factory) -> Iterator[str]:
-    """``servewise serve`` on a free port over the session's corpus index; its base URL."""
+def served(corpus_index: Settings, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """``servewise serve`` on a free port over the session's corpus index; its base URL and PID."""
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVEWISE_")}
     env |= {"SERVEWISE_GENERATOR__MAX_TOKENS": "64", "SERVEWISE_INGEST__PROGRESS": "false"}
@@ -63,14 +64,32 @@ def app(corpus_index: Settings, tmp_path_factory) -> Iterator[str]:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_ready(proc, log)
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{port}", proc.pid
         finally:
             stop(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
+@pytest.fixture(scope="module")
+def app(served: tuple[str, int]) -> str:
+    """The booted graph's base URL."""
+    return served[0]
+
+
 def ask(app: str, **body) -> httpx.Response:
     return httpx.post(f"{app}/v1/ask", json=body, timeout=180)
+
+
+def test_the_model_yields_the_cpu_to_every_other_stage(served):
+    """cpu profile: every thread of vLLM's engine processes runs under SCHED_IDLE, the replicas at
+    niceness 0 (not Ray's 15), and the replica that started the engine kept its own scheduling."""
+    procs = {p: Path(f"/proc/{p}/comm").read_text().strip() for p in descendants(served[1])}
+    engine = [p for p, name in procs.items() if name.startswith("VLLM::")]
+    replicas = [p for p, name in procs.items() if name.startswith("ray::ServeRepli")]
+    assert engine and len(replicas) >= 4, procs
+    assert {os.sched_getscheduler(t) for p in engine for t in threads(p)} == {os.SCHED_IDLE}
+    assert {os.sched_getscheduler(p) for p in replicas} == {os.SCHED_OTHER}
+    assert {os.getpriority(os.PRIO_PROCESS, p) for p in replicas} == {0}
 
 
 def test_health_and_docs(app):
