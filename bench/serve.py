@@ -28,6 +28,12 @@ One run, on a fresh temporary data dir with the bundled corpus ingested (``serve
    (the sum of the three hops' waits, queueing included), model time excluded; the generator hop
    alone is also reported.
 
+Before its first level each server answers one warm-up question per client of the widest level, all
+at once, unmeasured: the first burst after a start runs slower than the ones after it (over eight
+fresh Serve apps, the whole overhead p50 at 8 clients was 45 ms, median, in the first round of 32
+answers, 28-121 ms, and 32 ms in the rounds after it, 13-62 ms; ``bench/serve_rounds.py`` shows it
+round by round).
+
 Clients are closed loops (each sends its next question when its answer arrived). Every level gets its
 own in-scope dev questions (repeated prompts would hit vLLM's prefix cache); the bare server and the
 Serve app get the same questions at the same level. Tokens are counted by re-tokenizing the text with
@@ -189,7 +195,7 @@ async def bare(
         def call(m: list) -> Awaitable[dict[str, Any]]:
             return bare_one(client, f"{base}/v1/chat/completions", m, params, tokenizer)
 
-        await closed_loop(call, warm, 2)
+        await closed_loop(call, warm, len(warm))
         for concurrency, messages in prompts.items():
             log(NAME, f"bare: {concurrency} clients, {len(messages)} requests")
             out["levels"].append(summarize(await closed_loop(call, messages, concurrency), concurrency))
@@ -261,7 +267,7 @@ async def serve_app(
 
     async def measure(client: httpx.AsyncClient, out: dict[str, Any], track: Callable[[], None]) -> None:
         out["ready_line"] = await ready_line(logs / "serve.out")
-        await closed_loop(lambda q: ask_one(client, f"{base}/v1/ask/stream", q, tokenizer), warm, 2)
+        await closed_loop(lambda q: ask_one(client, f"{base}/v1/ask/stream", q, tokenizer), warm, len(warm))
         for concurrency, qs in levels.items():
             log(NAME, f"Serve app: {concurrency} clients, {len(qs)} requests")
             out["levels"].append(await serve_level(client, base, qs, concurrency, tokenizer))
@@ -287,19 +293,20 @@ async def ready_line(stdout: Path, wait_s: float = 15.0) -> bool:
 
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
-    """Questions: 2 to warm up, a distinct slice per level; naive takes the 8-client slice's first."""
+    """Questions: one per client of the widest level to warm up (sent at once), a distinct slice per
+    level; naive takes the 8-client slice's first."""
     levels = sorted(set(args.levels) | (set() if args.skip_bare else {1, 8}))
-    offset, slices = 2, {}
+    offset, slices = max(levels), {}
     for c in levels:
         slices[c] = (offset, offset + c * args.requests_per_client)
         offset = slices[c][1]
-    start8 = slices.get(8, (2, 2))[0]
+    start8 = slices.get(8, (offset, offset))[0]
     pool = questions(max(offset, start8 + args.naive_requests))
     distinct = len(set(questions(10_000)))
     if len(pool) > distinct:
         log(NAME, f"{len(pool)} questions wanted, {distinct} distinct: some repeat (prefix cache hits)")
     return {
-        "warm": pool[:2],
+        "warm": pool[: max(levels)],
         "levels": {c: pool[a:b] for c, (a, b) in slices.items()},
         "naive": [] if args.skip_naive else pool[start8 : start8 + args.naive_requests],
     }
@@ -319,7 +326,7 @@ async def baselines(
     if bare_levels:
         by_q = dict(zip(prompt_qs, prompts, strict=True))
         levels = {c: [by_q[q] for q in level] for c, level in bare_levels.items()}
-        out["bare"] = await bare(settings, model_dir, levels, prompts[:2], tokenizer, logs)
+        out["bare"] = await bare(settings, model_dir, levels, prompts[: len(qs["warm"])], tokenizer, logs)
     return out
 
 
