@@ -129,12 +129,13 @@ class VLLMGenerator:
             )
         except TypeError as exc:
             raise ConfigError(f"generator.engine_args: {one_line(exc)}") from exc
-        before = descendants(os.getpid())
+        lower = s.engine_nice or s.engine_idle
+        before = descendants(os.getpid()) if lower else set()
         try:
             self._engine = self._vllm.AsyncLLMEngine.from_engine_args(args)
         except Exception as exc:
             raise GenerationError(f"cannot start vLLM with {model_path}: {one_line(exc)}") from exc
-        if s.engine_nice or s.engine_idle:  # only now: the start itself runs at full priority
+        if lower:  # only now: the start itself runs at full priority
             lower_priority(descendants(os.getpid()) - before, s.engine_nice, s.engine_idle)
 
     async def check(self) -> None:

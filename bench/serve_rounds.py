@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 
 import httpx
 from answer import questions
-from serve_http import TIMEOUT, pct, sse_events
+from serve_http import TIMEOUT, pct, read_answer
 
 KEYS = (
     "serve_overhead_ms",
@@ -33,14 +32,11 @@ KEYS = (
 
 async def timings(client: httpx.AsyncClient, url: str, question: str) -> dict[str, float]:
     """One ``POST /v1/ask/stream`` read to the end; the final answer's ``timings``."""
-    async with client.stream("POST", f"{url}/v1/ask/stream", json={"question": question}) as resp:
-        resp.raise_for_status()
-        async for event, data in sse_events(resp):
-            if event == "answer":
-                return json.loads(data)["timings"]
-            if event == "error":
-                raise RuntimeError(data)
-    raise RuntimeError("the stream ended without an answer")
+    state: dict = {"parts": [], "stamps": [], "answer": None, "error": None, "problems": []}
+    await read_answer(client, f"{url}/v1/ask/stream", question, state)
+    if state["answer"] is None:
+        raise RuntimeError(state["error"] or "the stream ended without an answer")
+    return state["answer"]["timings"]
 
 
 async def one_round(client: httpx.AsyncClient, url: str, qs: list[str], clients: int) -> list[dict]:
