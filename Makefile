@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/answer.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/serve_paired.py
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

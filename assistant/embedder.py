@@ -107,8 +107,10 @@ class SentenceTransformerEmbedder:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load embedding model from {self.model_path}: {exc}") from exc
         model.max_seq_length = self.max_tokens
-        self._bfloat16 = self.device == "cpu" and self.dtype != "float32" and (
-            self.dtype == "bfloat16" or native_bfloat16()
+        self._bfloat16 = (
+            self.device == "cpu"
+            and self.dtype != "float32"
+            and (self.dtype == "bfloat16" or native_bfloat16())
         )
         return model
 

@@ -80,6 +80,14 @@ class RaySettings(_Section):
         description="Niceness of Ray's worker processes, the replicas among them (Ray's own default is "
         "15, which makes every hop wait behind the model for a core).",
     )
+    ingress_drain_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=300.0,
+        description="How long the ingress replica stays reachable after a stop before it drains (Serve's "
+        "direct ingress, part of throughput mode, waits 30 s by default for external load balancers to "
+        "deregister it; a local app has none). Requests in flight are waited for either way.",
+    )
     control_loop_interval_s: float = Field(
         default=0.5,
         gt=0.0,

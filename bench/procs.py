@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,23 @@ class Tracker:
             todo += children.get(pid, [])
         mine |= {pid for pid in procs if f"{TAG_VAR}={self.tag}" in read_proc(pid, "environ")}
         self.seen |= {(pid, procs[pid][1]) for pid in mine if pid in procs and pid != os.getpid()}
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) used so far by the tracked processes still alive."""
+        total, tick = 0, os.sysconf("SC_CLK_TCK")
+        for pid in self.alive():
+            try:
+                fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+    def send(self, sig: signal.Signals) -> None:
+        """``sig`` to every tracked process still alive (SIGSTOP / SIGCONT: freeze and resume)."""
+        for pid in self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def alive(self) -> list[int]:
         """Tracked processes still running (same pid and start time)."""
@@ -156,6 +174,25 @@ def stop(proc: subprocess.Popen, tracker: Tracker, name: str) -> dict[str, Any]:
     if left:
         log(NAME, f"{name} left {len(left)} processes, killed by PID: {left}")
     return {"signal": used, "returncode": proc.returncode, "stop_s": stop_s, "leftovers_killed": left}
+
+
+@contextlib.asynccontextmanager
+async def running(
+    name: str, cmd: list[str], env: dict[str, str], health: str, logs: Path, out: dict[str, Any]
+) -> AsyncIterator[tuple[subprocess.Popen, Tracker]]:
+    """Spawn a server, time it to the first 200 from ``health`` (``out["start_s"]``); on the way out
+    stop it and kill what it left (``out["stop"]``), errors or not."""
+    tracker, since, proc = Tracker(), boot_ticks_now(), None
+    out["command"] = " ".join(cmd)
+    try:
+        proc = spawn(cmd, tracker.env() | env, logs, name)
+        out["start_s"] = await wait_healthy(proc, health, tracker)
+        log(NAME, f"{name}: {health} answered 200 after {out['start_s']:.1f} s")
+        tracker.update(proc.pid)
+        yield proc, tracker
+    finally:
+        if proc is not None:
+            out["stop"] = stop(proc, tracker, name) | {"ray_left": ray_leftovers(since)}
 
 
 def ray_leftovers(since_ticks: int) -> list[str]:

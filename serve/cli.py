@@ -34,8 +34,8 @@ THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_RUN_USER_COD
 
 
 def ray_env(r: RaySettings) -> dict[str, str]:
-    """The environment a local Ray and Serve are started with, from ``serve.ray``: throughput mode
-    and the controller's loop interval.
+    """The environment a local Ray and Serve are started with, from ``serve.ray``: throughput mode,
+    the controller's loop interval, the workers' niceness and the ingress's drain period on a stop.
 
     Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``) was measured and left out: it saved
     about 1.3% of a core at 8 clients, but its stats and metrics listeners bind every interface on
@@ -43,6 +43,7 @@ def ray_env(r: RaySettings) -> dict[str, str]:
     env = dict(THROUGHPUT_ENV) if r.throughput_optimized else {}
     env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = str(r.control_loop_interval_s)
     env["RAY_worker_niceness"] = str(r.worker_niceness)
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(r.ingress_drain_s)
     return env
 
 

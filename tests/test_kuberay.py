@@ -178,6 +178,8 @@ def test_every_ray_container_gets_the_servewise_env_and_the_data_volume(rayservi
             assert env["HF_HUB_OFFLINE"]["value"] == "1", where
             assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"]["value"] == "1", where
             assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"]["value"] == "1", where
+            if not container["name"].startswith("ingest"):  # the containers Ray runs in
+                assert env["RAY_worker_niceness"]["value"] == "0", where  # as serve.ray.worker_niceness
             secret = env["SERVEWISE_SERVE__AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
             assert secret == {"name": "servewise-auth", "key": "token", "optional": True}, where
             [data] = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]

@@ -68,9 +68,18 @@ def test_the_local_ray_env_follows_serve_ray():
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
         "RAY_worker_niceness": "0",  # Ray's own default, 15, puts every replica behind the model
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1.0",  # Serve's 30 s made Ctrl-C take 33 s
     }
-    plain = ray_env(RaySettings(throughput_optimized=False, control_loop_interval_s=0.1, worker_niceness=5))
-    assert plain == {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_worker_niceness": "5"}
+    plain = ray_env(
+        RaySettings(
+            throughput_optimized=False, control_loop_interval_s=0.1, worker_niceness=5, ingress_drain_s=0
+        )
+    )
+    assert plain == {
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1",
+        "RAY_worker_niceness": "5",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.0",
+    }
 
 
 def test_the_cpu_profile_puts_the_engine_behind_every_other_stage():
