@@ -44,6 +44,25 @@ def wait_ready(proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> Non
     pytest.fail(f"servewise serve was not ready in {timeout:.0f} s: {log.read_text()[-4000:]}")
 
 
+def started(pids: set[int]) -> set[tuple[int, str]]:
+    """``(pid, start time)`` of those of ``pids`` still alive (a recycled PID does not match)."""
+    out = set()
+    for pid in pids:
+        try:
+            out.add((pid, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]))
+        except OSError:
+            continue
+    return out
+
+
+def left_after(keys: set[tuple[int, str]], timeout: float = 60.0) -> set[tuple[int, str]]:
+    """Those of ``keys`` still alive after up to ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while (alive := started({pid for pid, _ in keys}) & keys) and time.time() < deadline:
+        time.sleep(0.5)
+    return alive
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)
     try:
@@ -62,12 +81,17 @@ def served(corpus_index: Settings, tmp_path_factory) -> Iterator[tuple[str, int]
     command = [str(CLI), "--data-dir", str(corpus_index.data_dir), "serve", "--port", str(port)]
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        graph: set[tuple[int, str]] = set()
         try:
             wait_ready(proc, log)
             yield f"http://127.0.0.1:{port}", proc.pid
         finally:
+            graph = started(descendants(proc.pid))  # Ray, the replicas, vLLM's engine processes
             stop(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
+    assert len(graph) > 4, graph  # the CLI's own Ray and replicas were found
+    left = left_after(graph)  # Ctrl-C leaves nothing of the graph running
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid, _ in left]
 
 
 @pytest.fixture(scope="module")
