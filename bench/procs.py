@@ -36,17 +36,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (index 0 is the state, field 3; None when gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def proc_table() -> dict[int, tuple[int, int]]:
     """pid -> (parent pid, start time in clock ticks since boot) for every live process (no zombies)."""
     out = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] not in ("Z", "X"):
-                out[int(entry.name)] = (int(fields[1]), int(fields[19]))
+        if entry.name.isdigit() and (fields := stat_fields(entry.name)) and fields[0] not in ("Z", "X"):
+            out[int(entry.name)] = (int(fields[1]), int(fields[19]))
     return out
 
 
@@ -85,14 +88,8 @@ class Tracker:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, all threads) used so far by the tracked processes still alive."""
-        total, tick = 0, os.sysconf("SC_CLK_TCK")
-        for pid in self.alive():
-            try:
-                fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / tick
+        ticks = sum(int(f[11]) + int(f[12]) for pid in self.alive() if (f := stat_fields(pid)))
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def send(self, sig: signal.Signals) -> None:
         """``sig`` to every tracked process still alive (SIGSTOP / SIGCONT: freeze and resume)."""

@@ -56,7 +56,7 @@ from serve_parts import (
     summarize,
     write_sets,
 )
-from serve_report import TARGETS, fmt
+from serve_report import fmt, judged
 
 Server = tuple[subprocess.Popen, Tracker]
 HOPS = ("retriever_wait_p50_ms", "reranker_wait_p50_ms", "generator_hop_p50_ms")
@@ -159,25 +159,20 @@ def medians(r: dict[str, Any]) -> dict[str, Any]:
     """The figures against the targets: medians over the pairs (None where rounds failed)."""
 
     def of(name: str, key: str) -> list[float]:
-        return [x[key] for x in r["rounds"] if x["server"] == name and x.get(key) is not None]
+        return [x[key] for x in rounds if x["server"] == name and x.get(key) is not None]
 
+    rounds, start_s = r.get("rounds", []), r.get("serve", {}).get("start_s")
     by_pair: dict[int, dict[str, float]] = {}
-    for x in r["rounds"]:
+    for x in rounds:
         by_pair.setdefault(x["pair"], {})[x["server"]] = x["tokens_per_s"]
     ratios = [p["serve"] / p["bare"] for p in by_pair.values() if p.get("bare") and "serve" in p]
     values = {
         "serve_vs_bare_tokens_8": ratios,
         "serve_overhead_p50_ms_8": of("serve", "serve_overhead_p50_ms"),
         "serve_generator_hop_p50_ms_8": of("serve", "generator_hop_p50_ms"),
-        "cold_start_s": [r["serve"]["start_s"]] if "start_s" in r["serve"] else [],
+        "cold_start_s": [start_s] if start_s is not None else [],
     }
-    out = {}
-    for key, vs in values.items():
-        op, target = TARGETS[key]
-        value = statistics.median(vs) if vs else None
-        met = None if value is None else (value >= target if op == ">=" else value <= target)
-        out[key] = {"value": value, "each": vs, "target": f"{op} {target}", "met": met}
-    return out
+    return {k: judged(k, statistics.median(vs) if vs else None) | {"each": vs} for k, vs in values.items()}
 
 
 def report(r: dict[str, Any]) -> None:
@@ -196,11 +191,12 @@ def report(r: dict[str, Any]) -> None:
             "retr queue p95 ms": fmt(x.get("retriever_queued_p95_ms"), ".1f"),
             "other's idle CPU %": fmt(x["other_idle_cpu_pct"], ".1f"),
         }
-        for x in r["rounds"]
+        for x in r.get("rounds", [])
     ]
     print(grid(f"Rounds ({r['clients']} clients each; load {r['load_avg']})", rows) if rows else "no rounds")
-    starts = [("cold start of servewise serve", f"{fmt(r['serve'].get('start_s'), '.1f')} s")]
-    starts.append(("bare server's start (machine speed)", f"{fmt(r['bare'].get('start_s'), '.1f')} s"))
+    serve, bare = r.get("serve", {}), r.get("bare", {})
+    starts = [("cold start of servewise serve", f"{fmt(serve.get('start_s'), '.1f')} s")]
+    starts.append(("bare server's start (machine speed)", f"{fmt(bare.get('start_s'), '.1f')} s"))
     print("\n" + table("Starts", starts))
     lines = []
     for key, m in r["medians"].items():
@@ -208,9 +204,8 @@ def report(r: dict[str, Any]) -> None:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[m["met"]]
         lines.append((key, f"{fmt(m['value'], '.2f')} (target {m['target']}: {verdict}; each: {each})"))
     print("\n" + table("Medians over the pairs", lines))
-    for name in ("serve", "bare"):
-        if err := r.get(name, {}).get("error"):
-            print(f"\n{name} failed: {err}")
+    if r.get("error"):
+        print(f"\nfailed: {r['error']}")
 
 
 async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -243,7 +238,7 @@ async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["error"] = f"{type(exc).__name__}: {exc}"
     if args.ray_stop and out.get("serve", {}).get("stop", {}).get("ray_left"):
         ray_stop_force()
-    out["medians"], out["load_avg"] = medians(out | {"rounds": out.get("rounds", [])}), loadavg()
+    out["medians"], out["load_avg"] = medians(out), loadavg()
     return out
 
 

@@ -31,6 +31,13 @@ def per_s(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None, 
     return numerator[key] / denominator[key] if numerator and denominator else None
 
 
+def judged(key: str, value: float | None) -> dict[str, Any]:
+    """``value`` against the target named ``key``: ``{"value", "target", "met"}`` (met None: no value)."""
+    op, target = TARGETS[key]
+    met = None if value is None else (value >= target if op == ">=" else value <= target)
+    return {"value": value, "target": f"{op} {target}", "met": met}
+
+
 def ratios(r: dict[str, Any]) -> dict[str, Any]:
     """The figures compared to the targets (None where a part, level or figure is missing)."""
     s8, b8, naive = level(r.get("serve"), 8), level(r.get("bare"), 8), r.get("naive")
@@ -41,11 +48,7 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
         "serve_generator_hop_p50_ms_8": s8.get("generator_hop_p50_ms") if s8 else None,
         "cold_start_s": r["serve"]["cold_start_s"],
     }
-    out = {}
-    for key, value in values.items():
-        op, target = TARGETS[key]
-        met = None if value is None else (value >= target if op == ">=" else value <= target)
-        out[key] = {"value": value, "target": f"{op} {target}", "met": met}
+    out = {key: judged(key, value) for key, value in values.items()}
     reference = (per_s(s8, r.get("vllm_sequential"), "answers_per_s"), per_s(b8, naive, "answers_per_s"))
     for key, value in zip(REFERENCE, reference, strict=True):
         out[key] = {"value": value, "target": None, "met": None}

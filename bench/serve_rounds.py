@@ -18,6 +18,7 @@ import asyncio
 import httpx
 from answer import questions
 from serve_http import TIMEOUT, pct, read_answer
+from serve_parts import closed_loop
 
 KEYS = (
     "serve_overhead_ms",
@@ -40,15 +41,9 @@ async def timings(client: httpx.AsyncClient, url: str, question: str) -> dict[st
 
 
 async def one_round(client: httpx.AsyncClient, url: str, qs: list[str], clients: int) -> list[dict]:
-    """``clients`` closed loops over ``qs``."""
-    todo, out = list(reversed(qs)), []
-
-    async def loop() -> None:
-        while todo:
-            out.append(await timings(client, url, todo.pop()))
-
-    await asyncio.gather(*(loop() for _ in range(clients)))
-    return out
+    """``clients`` closed loops over ``qs``; each answer's ``timings``."""
+    run = await closed_loop(lambda q: timings(client, url, q), qs, clients)
+    return run["results"]
 
 
 async def main_async(args: argparse.Namespace) -> None:
