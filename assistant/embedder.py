@@ -6,7 +6,6 @@ The default backend is sentence-transformers with the all-MiniLM-L6-v2 weights t
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,15 +111,11 @@ class SentenceTransformerEmbedder:
             and self.dtype != "float32"
             and (self.dtype == "bfloat16" or native_bfloat16())
         )
+        if self._bfloat16:  # weights cast once: autocast re-casts them on every call
+            import torch
+
+            model = model.to(torch.bfloat16)
         return model
-
-    def _precision(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast around a forward pass when chosen (see ``EmbedderSettings.dtype``)."""
-        if not self._bfloat16:
-            return contextlib.nullcontext()
-        import torch
-
-        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     @property
     def dim(self) -> int:
@@ -132,10 +127,9 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self.model
-        with self._precision():
-            vectors = model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-            )
+        vectors = model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def encode(self, texts: list[str]) -> Encoded:
@@ -143,8 +137,7 @@ class SentenceTransformerEmbedder:
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
         model = self.model
-        with self._precision():
-            outputs = model.encode(texts, batch_size=self.batch_size, output_value=None)
+        outputs = model.encode(texts, batch_size=self.batch_size, output_value=None)
         dense = np.stack([o["sentence_embedding"].float().numpy() for o in outputs])
         dense /= np.linalg.norm(dense, axis=1, keepdims=True).clip(min=1e-12)
         tokens = []

@@ -21,7 +21,14 @@ from answer import pct as nearest_rank
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 SCRAPE_EVERY_S = 2.0
 #: The answer's per-hop waits (``timings`` keys), kept per request under the same names.
-HOP_KEYS = ("wait_retriever_ms", "wait_reranker_ms", "wait_generator_ms", "queued_retriever_ms")
+HOP_KEYS = (
+    "wait_retriever_ms",
+    "wait_reranker_ms",
+    "wait_generator_ms",
+    "queued_retriever_ms",
+    "to_retriever_ms",
+    "back_retriever_ms",
+)
 
 
 # -- one request's figures ---------------------------------------------------------------------
@@ -145,7 +152,8 @@ async def ask_one(client: httpx.AsyncClient, url: str, question: str, tokenizer:
 
 def hop_figures(results: list[dict[str, Any]]) -> dict[str, float | None]:
     """Per level: the generator hop's p50/p95 (ingress -> generator -> ingress, model time excluded)
-    and the retriever's and reranker's wait p50, over the answered requests (None when none)."""
+    and the retriever's and reranker's wait p50 (the retriever's split into the way to its replica,
+    its batch queue and the way back), over the answered requests (None when none)."""
 
     def values(key: str) -> list[float]:
         return [r[key] for r in results if not r["error"] and r.get(key) is not None]
@@ -157,6 +165,8 @@ def hop_figures(results: list[dict[str, Any]]) -> dict[str, float | None]:
         "reranker_wait_p50_ms": pct(values("wait_reranker_ms"), 0.5),
         "retriever_queued_p50_ms": pct(values("queued_retriever_ms"), 0.5),
         "retriever_queued_p95_ms": pct(values("queued_retriever_ms"), 0.95),
+        "retriever_to_p50_ms": pct(values("to_retriever_ms"), 0.5),
+        "retriever_back_p50_ms": pct(values("back_retriever_ms"), 0.5),
     }
 
 

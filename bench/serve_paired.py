@@ -188,6 +188,9 @@ def report(r: dict[str, Any]) -> None:
             "overhead p50/p95 ms": f"{fmt(x.get('serve_overhead_p50_ms'), '.1f')}/"
             f"{fmt(x.get('serve_overhead_p95_ms'), '.1f')}",
             "retr/rerank/gen p50 ms": "/".join(fmt(x.get(k), ".1f") for k in HOPS),
+            "retr to/queue/back p50 ms": "/".join(
+                fmt(x.get(f"retriever_{k}_p50_ms"), ".1f") for k in ("to", "queued", "back")
+            ),
             "retr queue p95 ms": fmt(x.get("retriever_queued_p95_ms"), ".1f"),
             "other's idle CPU %": fmt(x["other_idle_cpu_pct"], ".1f"),
         }

@@ -23,7 +23,9 @@ from serve_parts import closed_loop
 KEYS = (
     "serve_overhead_ms",
     "wait_retriever_ms",
+    "to_retriever_ms",
     "queued_retriever_ms",
+    "back_retriever_ms",
     "wait_reranker_ms",
     "wait_generator_ms",
     "retrieve_ms",

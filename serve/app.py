@@ -66,6 +66,8 @@ class ServeBackend:
                     event["answer"].timings[f"wait_{stage.lower()}_ms"] = round(ms, 1)
                 for stage, ms in meter.queued.items():
                     event["answer"].timings[f"queued_{stage.lower()}_ms"] = round(ms, 1)
+                for part, ms in meter.split.items():
+                    event["answer"].timings[f"{part.lower()}_ms"] = round(ms, 1)
                 event["tokens"] = meter.tokens
             yield event
 

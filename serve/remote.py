@@ -30,23 +30,29 @@ from serve.metrics import Metrics
 @dataclass(slots=True)
 class StageResult:
     """What the retriever and reranker deployments return: the query (with its encodings and
-    timings filled in), the hits, the milliseconds the deployment spent on the call's batch, and
-    the milliseconds the call waited in the batch queue before it (part of the hop's wait)."""
+    timings filled in), the hits, the milliseconds the deployment spent on the call's batch, the
+    milliseconds the call waited in the batch queue before it (part of the hop's wait), and the
+    wall-clock time (``time.time()``) the call reached the deployment's method."""
 
     query: Query
     hits: list[ScoredChunk]
     busy_ms: float
     queued_ms: float = 0.0
+    arrived_at: float = 0.0
 
 
 @dataclass
 class Meter:
     """Per request: Serve's own time per hop (deployment name -> ms), the part of it spent in a
-    batch queue, and the tokens generated."""
+    batch queue, the hop's wait split into ``to_<stage>`` (the ingress's call until the replica's
+    method runs) and ``back_<stage>`` (the batch's end until the reply is back), and the tokens
+    generated. The split compares wall clocks: exact on one machine, off by the clock offset when
+    the replica runs on another node."""
 
     tokens: int = 0
     by_stage: dict[str, float] = field(default_factory=dict)
     queued: dict[str, float] = field(default_factory=dict)
+    split: dict[str, float] = field(default_factory=dict)
 
     @property
     def overhead_ms(self) -> float:
@@ -106,10 +112,15 @@ class RemoteSearcher:
         return SearchResult(ranked.query, ranked.hits)
 
     async def _stage(self, name: str, method: Any, request: tuple) -> StageResult:
-        started = time.perf_counter()
+        started, sent = time.perf_counter(), time.time()
         result: StageResult = await call(method.remote(request), name.lower(), StoreError)
         wait = max(0.0, (time.perf_counter() - started) * 1000 - result.busy_ms)
-        record_wait(self.metrics, name, wait).queued[name] = result.queued_ms
+        meter = record_wait(self.metrics, name, wait)
+        meter.queued[name] = result.queued_ms
+        if result.arrived_at:
+            to = min(wait, max(0.0, (result.arrived_at - sent) * 1000))
+            meter.split[f"to_{name}"] = to
+            meter.split[f"back_{name}"] = max(0.0, wait - to - result.queued_ms)
         return result
 
 

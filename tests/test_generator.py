@@ -134,12 +134,39 @@ def test_build_generator_by_kind(tmp_path):
         build_generator(make_settings(tmp_path, generator={"kind": "openai"}))
 
 
+def test_the_vllm_plugin_is_registered_and_keeps_cpu_attention_off_amx(monkeypatch):
+    """vLLM loads the plugin in its engine and worker processes; with ``vec`` (the default) its CPU
+    attention never picks the AMX kernel, which gave wrong text with the packaged model."""
+    from importlib.metadata import entry_points
+
+    from vllm.v1.attention.backends import cpu_attn
+
+    from assistant import vllm_plugin
+    from assistant.config import CPU_ATTENTION_VAR
+
+    assert "assistant.vllm_plugin:register" in {e.value for e in entry_points(group="vllm.general_plugins")}
+    assert vllm_plugin.without_amx(lambda *a, **k: "amx")("bfloat16", 32) == "vec"
+    assert vllm_plugin.without_amx(lambda *a, **k: "vec16")("bfloat16", 16) == "vec16"
+    current = cpu_attn._get_attn_isa  # already wrapped when an engine ran in this process
+    original = getattr(current, "wrapped", current)
+    monkeypatch.setattr(cpu_attn, "_get_attn_isa", original)  # restored after the test
+    monkeypatch.delenv(CPU_ATTENTION_VAR, raising=False)
+    vllm_plugin.register()
+    assert cpu_attn._get_attn_isa is original  # vLLM's own pick unless asked
+    monkeypatch.setenv(CPU_ATTENTION_VAR, "vec")
+    vllm_plugin.register()
+    patched = cpu_attn._get_attn_isa
+    vllm_plugin.register()  # loaded again in the same process: no second wrapper
+    assert patched is not original and cpu_attn._get_attn_isa is patched and patched.wrapped is original
+
+
 def test_vllm_env(tmp_path):
     explicit = vllm_env(make_settings(tmp_path, generator={"cpu_threads_bind": "0-3,8"}).generator)
     assert explicit == {
         "VLLM_CPU_KVCACHE_SPACE": "2",
         "VLLM_CPU_OMP_THREADS_BIND": "0-3,8",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "SW_VLLM_CPU_ATTENTION": "vec",
         "VLLM_LOGGING_STREAM": "ext://sys.stderr",
     }
     auto = vllm_env(make_settings(tmp_path).generator)

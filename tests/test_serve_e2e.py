@@ -160,6 +160,9 @@ def test_stream_is_read_to_the_end(app):
         timings
     )
     assert timings["queued_retriever_ms"] <= timings["wait_retriever_ms"] + 1  # queueing is part of the wait
+    for stage in ("retriever", "reranker"):  # the wait = the way to the replica + its queue + the way back
+        parts = [timings[f"{p}_{stage}_ms"] for p in ("to", "queued", "back")]
+        assert min(parts) >= 0 and sum(parts) == pytest.approx(timings[f"wait_{stage}_ms"], abs=0.5)
 
 
 def test_text_streams_as_it_is_generated(app):
