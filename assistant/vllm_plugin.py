@@ -26,7 +26,7 @@ def register() -> None:
     except ImportError:  # another vLLM layout or build: nothing to patch
         return
     chosen = getattr(cpu_attn, "_get_attn_isa", None)
-    if chosen is None or getattr(chosen, "servewise", False):
+    if chosen is None or hasattr(chosen, "wrapped"):  # already ours
         return
     cpu_attn._get_attn_isa = without_amx(chosen)
 
@@ -38,6 +38,5 @@ def without_amx(choose: Any) -> Any:
         isa = choose(*args, **kwargs)
         return "vec" if isa == "amx" else isa
 
-    _get_attn_isa.servewise = True  # type: ignore[attr-defined]
     _get_attn_isa.wrapped = choose  # type: ignore[attr-defined]
     return _get_attn_isa

@@ -57,17 +57,17 @@ class RetrieverDeployment:
 
     async def search(self, request: tuple[Query, int]) -> StageResult:
         """One ``(query, limit)``, batched with whatever else is queued."""
-        return await self._search((request, time.perf_counter(), time.time()))
+        return await self._search((request, time.time()))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _search(self, requests: list[tuple[tuple[Query, int], float, float]]) -> list[StageResult]:
-        started = time.perf_counter()
-        queries = [q for (q, _), _, _ in requests]
-        found = await asyncio.to_thread(self.retriever.batch, queries, max(n for (_, n), _, _ in requests))
-        busy = _ms_since(started)
+    async def _search(self, requests: list[tuple[tuple[Query, int], float]]) -> list[StageResult]:
+        started, clock = time.time(), time.perf_counter()
+        queries = [q for (q, _), _ in requests]
+        found = await asyncio.to_thread(self.retriever.batch, queries, max(n for (_, n), _ in requests))
+        busy = _ms_since(clock)
         return [
-            StageResult(q, hits[:n], busy, (started - arrived) * 1000, wall)
-            for ((q, n), arrived, wall), hits in zip(requests, found, strict=True)
+            StageResult(q, hits[:n], busy, (started - arrived) * 1000, arrived)
+            for ((q, n), arrived), hits in zip(requests, found, strict=True)
         ]
 
     def info(self) -> dict[str, int]:
@@ -89,18 +89,18 @@ class RerankerDeployment:
 
     async def rerank(self, request: tuple[Query, list[ScoredChunk], int]) -> StageResult:
         """One ``(query, candidates, k)``, batched with whatever else is queued."""
-        return await self._rerank((request, time.perf_counter(), time.time()))
+        return await self._rerank((request, time.time()))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _rerank(
-        self, requests: list[tuple[tuple[Query, list[ScoredChunk], int], float, float]]
+        self, requests: list[tuple[tuple[Query, list[ScoredChunk], int], float]]
     ) -> list[StageResult]:
-        started = time.perf_counter()
-        ranked = await asyncio.to_thread(lambda: [self.reranker(q, c, k) for (q, c, k), _, _ in requests])
-        busy = _ms_since(started)
+        started, clock = time.time(), time.perf_counter()
+        ranked = await asyncio.to_thread(lambda: [self.reranker(q, c, k) for (q, c, k), _ in requests])
+        busy = _ms_since(clock)
         return [  # the ingress needs no vectors back: the reply stays small
-            StageResult(replace(q, dense=None, tokens=None), hits, busy, (started - arrived) * 1000, wall)
-            for ((q, _, _), arrived, wall), hits in zip(requests, ranked, strict=True)
+            StageResult(replace(q, dense=None, tokens=None), hits, busy, (started - arrived) * 1000, arrived)
+            for ((q, _, _), arrived), hits in zip(requests, ranked, strict=True)
         ]
 
 
